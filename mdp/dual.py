@@ -110,6 +110,7 @@ class DualSearch:
         self.evaluations = 0
         self.prices_tried = 0
         self.lower_bound = -np.inf
+        self.lower_bound_price = 0.0
 
     def run(self, price_hint: float | None = None) -> DualSolution:
         """Maximise the dual and return the bounds, the two bracketing policies and the price.
@@ -220,7 +221,9 @@ class DualSearch:
         self.value_iterations += sweeps
         self.prices_tried += 1
         # min(T h - h) bounds L(price) / Lambda from below; L(price) bounds the constrained optimum.
-        self.lower_bound = max(self.lower_bound, chain.event_rate * lower)
+        if chain.event_rate * lower > self.lower_bound:
+            self.lower_bound = chain.event_rate * lower
+            self.lower_bound_price = price
 
         send = self.send.copy()
         capacity = self.capacity.copy()
@@ -249,8 +252,11 @@ class DualSearch:
         return self._solution(np.inf, np.inf, None, free, 1.0, converged=False, message=message)
 
     def _solution(self, upper, price, low, high, weight, converged=True, message="") -> DualSolution:
+        # Report the price whose dual value certifies the lower bound: an
+        # optimal price up to the interval width, unlike the last crossing.
         return DualSolution(
-            upper_bound=upper, lower_bound=self.lower_bound, token_price=price, low=low, high=high,
+            upper_bound=upper, lower_bound=self.lower_bound,
+            token_price=self.lower_bound_price if np.isfinite(self.lower_bound) else price, low=low, high=high,
             mixing_weight=weight, values=self.values, value_iterations=self.value_iterations,
             prices_tried=self.prices_tried, evaluations=self.evaluations, converged=converged,
             message=message or "certified interval reached the tolerance")
