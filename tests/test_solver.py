@@ -236,3 +236,20 @@ def test_numba_fallback_without_cache(monkeypatch):
 
     assert add(2, 3) == 5
     assert math.isclose(add(0.5, 0.25), 0.75)
+
+
+def test_unwritable_numba_cache_still_solves(tmp_path):
+    # A cache directory that cannot be created stands in for a read-only install.
+    import os
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    environment = dict(os.environ, NUMBA_CACHE_DIR=str(blocker / "cache"))
+    script = "from mdp import Market, solve_best_deviation; print(solve_best_deviation(Market(0.7, 2), 1e-6).best_cost)"
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                               env=environment, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    in_process = solve_best_deviation(Market(0.7, 2), 1e-6).best_cost
+    assert float(completed.stdout) == pytest.approx(in_process, rel=1e-12)
