@@ -14,7 +14,7 @@ import importlib
 import sys
 
 # Sub-command modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ("solve", "simulate")
+COMMAND_MODULES = ("solve", "run", "simulate")
 
 
 class _Parser(argparse.ArgumentParser):

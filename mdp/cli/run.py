@@ -1,0 +1,104 @@
+"""``pooling-mdp run`` and ``pooling-mdp reproduce``: run experiment files.
+
+``run FILE.toml`` runs one experiment; ``reproduce`` runs every file of the
+experiments directory that has ``reproduce = true``, then pins the installed
+library versions in ``<output>/constraints.txt``. Both print one summary line
+per experiment on stderr and exit with status 1 if any point or figure failed.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from ..experiments import find_experiments, load_experiment
+
+
+def register(subparsers) -> None:
+    """Add the ``run`` and ``reproduce`` sub-commands."""
+    run = subparsers.add_parser(
+        "run", help="run one experiment file",
+        description="Solve every point of an experiment file (TOML), reusing cached points, "
+                    "and write results/<experiment>/table.csv, metadata.json and figures.")
+    run.add_argument("file", metavar="FILE.toml", help="experiment file")
+    _add_common_options(run)
+    run.set_defaults(handler=handle_run)
+
+    reproduce = subparsers.add_parser(
+        "reproduce", help="run every experiment marked reproduce = true",
+        description="Run every experiment file with reproduce = true in the experiments "
+                    "directory, then write <output>/constraints.txt with the library versions.")
+    reproduce.add_argument("--experiments", metavar="DIR", default="experiments",
+                           help="directory of experiment files (default: ./experiments)")
+    _add_common_options(reproduce)
+    reproduce.set_defaults(handler=handle_reproduce)
+
+
+def _add_common_options(parser) -> None:
+    parser.add_argument("--jobs", "-j", type=_positive_integer, default=None, metavar="K",
+                        help="parallel workers (default: the number of cores)")
+    parser.add_argument("--scheduler", metavar="ADDRESS|local", default=None,
+                        help="solve on a Dask cluster: 'local' starts a LocalCluster with K "
+                             "workers, otherwise the scheduler address (tcp://host:port)")
+    parser.add_argument("--output", metavar="DIR", default="results",
+                        help="parent directory of the results (default: ./results)")
+    parser.add_argument("--cache", metavar="DIR", default=None,
+                        help="cache directory of solved points (default: the per-user cache)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="solve every point again instead of reading the cache")
+
+
+def _positive_integer(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def handle_run(args) -> int:
+    """Run one experiment file; return the exit status."""
+    experiment = load_experiment(args.file)
+    return _run([experiment], args)
+
+
+def handle_reproduce(args) -> int:
+    """Run every experiment with ``reproduce = true``; return the exit status."""
+    from ..runner import write_constraints
+
+    experiments = [item for item in find_experiments(args.experiments) if item.reproduce]
+    if not experiments:
+        raise ValueError(f"no experiment file in {args.experiments!r} has reproduce = true")
+    status = _run(experiments, args)
+    constraints = Path(args.output) / "constraints.txt"
+    write_constraints(constraints)
+    print(f"library versions pinned in {constraints}", file=sys.stderr)
+    return status
+
+
+def _run(experiments: list, args) -> int:
+    from ..runner import run_many
+
+    start = time.perf_counter()
+    command = "pooling-mdp " + " ".join(shlex.quote(item) for item in sys.argv[1:])
+    summaries = run_many(experiments, output_root=args.output, cache_dir=args.cache,
+                         fresh=args.fresh, jobs=args.jobs, scheduler=args.scheduler,
+                         progress=True, command=command,
+                         on_summary=lambda summary: print(summary.describe(), file=sys.stderr))
+
+    failures = [line for summary in summaries for line in summary.failed]
+    for line in failures[:20]:
+        print(f"  failed: {line}", file=sys.stderr)
+    if len(failures) > 20:
+        print(f"  ... and {len(failures) - 20} more failures (see the error column of table.csv)",
+              file=sys.stderr)
+    elapsed = time.perf_counter() - start
+    print(f"{len(experiments)} experiment(s), {len(failures)} failure(s), {elapsed:.1f} s",
+          file=sys.stderr)
+    return 1 if failures else 0

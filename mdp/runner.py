@@ -1,0 +1,591 @@
+"""Run experiments: solve every point of a sweep in parallel, cache it, tabulate it, plot it.
+
+Data flow of one ``kind = "deviation"`` experiment::
+
+    experiment file -> Experiment.points() -> cache lookup
+        -> missing points solved on a backend (processes, Dask, or in-process)
+        -> each finished point stored in the cache as it arrives
+        -> results/<name>/table.csv -> figures (mdp.gap_figures) -> metadata.json
+
+A ``kind = "figures"`` experiment imports its module and calls
+``draw_figures(output_dir, settings)``.
+
+The computation of a point is looked up in :data:`COMPUTE` by its task,
+``"deviation"`` or ``"bracket"``. A caller may pass another function with the
+same signature, ``compute(point) -> (row, arrays)``. A point whose computation
+raises is recorded in the table with its error and does not stop the sweep.
+Because the main process stores every finished point before it looks at the
+next one, an interrupted run loses only the points that were being solved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .backends import SerialBackend, make_backend
+from .cache import PointCache, default_cache_dir, solver_version
+from .experiments import GRID_PARAMETERS, Experiment, Point
+
+# Columns that measure time; tables from different runs or backends agree on
+# every other column.
+TIMING_COLUMNS = ("seconds",)
+
+# Leading columns of a table, after the parameters, in this order; the
+# remaining result fields follow in alphabetical order.
+RESULT_COLUMNS = (
+    "equilibrium_setting",
+    "best_cost", "lower_bound", "upper_bound", "crp_cost",
+    "gap", "gap_lower", "gap_upper",
+    "true_gap_lower", "true_gap_upper", "true_gap_certified_lower", "true_gap_certified_upper",
+    "token_price",
+    "own_limit", "pool_limit", "truncation_change", "boundary_mass", "lost_rate",
+    "converged", "message",
+)
+
+# Libraries whose versions go into metadata.json.
+LIBRARIES = ("numpy", "scipy", "numba", "pandas", "matplotlib", "tqdm", "dask",
+             "distributed", "platformdirs")
+
+
+# ---------------------------------------------------------------------------
+# Computations of one point. They run in worker processes, so they are plain
+# module-level functions that import the solver when called.
+
+def compute_deviation(point: Point):
+    """Solve server one's best deviation at ``point``; return its table row and policy arrays."""
+    from .solver import solve_best_deviation
+
+    result = solve_best_deviation(point.market, tolerance=point.tolerance)
+    return flatten_result(result.as_dict()), policy_arrays(result)
+
+
+def compute_bracket(point: Point):
+    """Solve both wait models at ``point``; return the row with the true-gap bracket.
+
+    The row contains the R = N solution under the usual names, the bracket's
+    fields, and the R = N - 1 solution with the prefix ``others_``.
+    """
+    from .solver import true_gap_bracket
+
+    bracket = true_gap_bracket(point.market, tolerance=point.tolerance)
+    row = flatten_result(bracket.all_servers.as_dict())
+    row.update(flatten_result(bracket.as_dict()))
+    others = flatten_result(bracket.others_only.as_dict())
+    row.update({f"others_{name}": value for name, value in others.items()})
+    return row, {}
+
+
+COMPUTE = {"deviation": compute_deviation, "bracket": compute_bracket}
+
+
+def flatten_result(fields: dict) -> dict:
+    """Return the scalar result fields of a solver row as plain Python values.
+
+    The market parameters are dropped because the runner writes them from the
+    point itself, and the solver's ``seconds`` because the runner measures each
+    point's wall time the same way for every task.
+    """
+    row = {}
+    for name, value in fields.items():
+        if name in GRID_PARAMETERS or name == "seconds":
+            continue
+        if isinstance(value, (bool, np.bool_)):
+            row[name] = bool(value)
+        elif isinstance(value, (int, np.integer)):
+            row[name] = int(value)
+        elif isinstance(value, (float, np.floating)):
+            row[name] = float(value)
+        elif isinstance(value, str) or value is None:
+            row[name] = value
+    return row
+
+
+def policy_arrays(result) -> dict:
+    """Return the optimal policy and its stationary distribution as plain arrays."""
+    policy = result.policy
+    arrays = {
+        "transfer_probability": policy.transfer_probability,
+        "capacity_probabilities": policy.capacity_probabilities,
+        "transfer_count": policy.transfer_count(),
+    }
+    stationary = getattr(result, "stationary_distribution", None)
+    if stationary is not None:
+        arrays["stationary_distribution"] = np.asarray(stationary)
+    return arrays
+
+
+def solve_point(compute, index: int, point: Point):
+    """Run ``compute(point)`` and return ``(index, row, arrays, error, seconds)``.
+
+    An exception becomes the error text (type, message and the innermost
+    frame), so that a failed point is reported instead of stopping the sweep.
+    """
+    start = time.perf_counter()
+    try:
+        row, arrays = compute(point)
+        error = None
+    except Exception as exception:  # noqa: BLE001 - a point's failure must not stop the sweep
+        row, arrays = {}, {}
+        frame = traceback.extract_tb(exception.__traceback__)[-1]
+        error = (f"{type(exception).__name__}: {exception} "
+                 f"(at {Path(frame.filename).name}:{frame.lineno})")
+    return index, row, arrays, error, time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------
+# Running experiments.
+
+@dataclasses.dataclass
+class RunSummary:
+    """Counts, failures and timing of one experiment run.
+
+    Attributes
+    ----------
+    name : str
+        Experiment name.
+    output_dir : Path
+        Where its table, figures and metadata were written.
+    points : int
+        Points in the grid (0 for ``kind = "figures"``).
+    cached : int
+        Points read from the cache.
+    solved : int
+        Points solved in this run.
+    failed : list of str
+        One line per failed point or figure.
+    not_converged : int
+        Points whose solver reported ``converged = False``.
+    seconds : float
+        Wall time of the whole run.
+    """
+
+    name: str
+    output_dir: Path
+    points: int = 0
+    cached: int = 0
+    solved: int = 0
+    failed: list = dataclasses.field(default_factory=list)
+    not_converged: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether every point and figure succeeded."""
+        return not self.failed
+
+    def describe(self) -> str:
+        """Return a one-line summary for the command line."""
+        if self.points:
+            text = (f"{self.name}: {self.points} points, {self.solved} solved, "
+                    f"{self.cached} from cache, {len(self.failed)} failed")
+            if self.not_converged:
+                text += f", {self.not_converged} not converged"
+        else:
+            text = f"{self.name}: {'failed' if self.failed else 'done'}"
+        return f"{text} ({self.seconds:.1f} s) -> {self.output_dir}"
+
+
+def run_experiment(experiment: Experiment, *, output_root="results", cache: PointCache | None = None,
+                   fresh: bool = False, backend=None, compute=None, progress: bool = False,
+                   command: str | None = None) -> RunSummary:
+    """Run one experiment and write its outputs under ``output_root/<name>/``.
+
+    Parameters
+    ----------
+    experiment : Experiment
+        A validated experiment (:func:`mdp.experiments.load_experiment`).
+    output_root : str or Path
+        Parent directory of the experiment's output directory.
+    cache : PointCache or None
+        Where finished points are looked up and stored; ``None`` keeps nothing.
+    fresh : bool
+        Solve every point again even if the cache contains it (the new results
+        replace the cached ones).
+    backend : backend object or None
+        Where points are solved (see :mod:`mdp.backends`); ``None`` solves in
+        this process.
+    compute : callable or None
+        ``compute(point) -> (row, arrays)``; ``None`` uses :data:`COMPUTE`.
+    progress : bool
+        Show a progress bar with ETA on stderr.
+    command : str or None
+        The command line recorded in ``metadata.json``.
+
+    Returns
+    -------
+    RunSummary
+
+    Raises
+    ------
+    KeyboardInterrupt
+        Passed on after the points finished so far have been stored.
+    """
+    output_dir = Path(output_root) / experiment.name
+    output_dir.mkdir(parents=True, exist_ok=True)
+    summary = RunSummary(name=experiment.name, output_dir=output_dir)
+    start = time.perf_counter()
+    stages = {}
+
+    if experiment.kind == "figures":
+        _run_figures_module(experiment, output_dir, summary, stages)
+    else:
+        _run_deviation(experiment, output_dir, summary, stages, cache=cache, fresh=fresh,
+                       backend=backend or SerialBackend(), compute=compute, progress=progress)
+
+    summary.seconds = time.perf_counter() - start
+    write_metadata(output_dir / "metadata.json", experiment, summary, stages, backend, command)
+    return summary
+
+
+def _run_deviation(experiment, output_dir, summary, stages, *, cache, fresh, backend, compute,
+                   progress):
+    clock = time.perf_counter()
+    points = experiment.points()
+    summary.points = len(points)
+    rows = [None] * len(points)
+    arrays = [None] * len(points)
+    errors = [None] * len(points)
+    keys = [None] * len(points)
+    stages["expand"] = time.perf_counter() - clock
+
+    # Cache lookup.
+    clock = time.perf_counter()
+    missing = []
+    for index, point in enumerate(points):
+        if cache is not None:
+            keys[index] = cache.key(point.task, point.market.as_dict(), point.tolerance)
+        entry = None if (cache is None or fresh) else cache.load(keys[index])
+        if entry is None:
+            missing.append(index)
+        else:
+            rows[index], arrays[index] = entry
+    summary.cached = len(points) - len(missing)
+    stages["cache_lookup"] = time.perf_counter() - clock
+
+    # Solve what is missing; larger markets first, so that the slowest points
+    # do not start last and leave the other workers idle at the end.
+    clock = time.perf_counter()
+    missing.sort(key=lambda index: _expected_work(points[index]), reverse=True)
+    work = [(index, points[index]) for index in missing]
+    if compute is None and points:
+        compute = COMPUTE[points[0].task]
+    bar = _progress_bar(len(work), experiment.name, progress)
+    try:
+        for index, row, point_arrays, error, seconds in backend.map(solve_point, compute, work):
+            if error is None:
+                row = {**row, "seconds": seconds}
+                if cache is not None:
+                    cache.store(keys[index], row, point_arrays)
+                rows[index], arrays[index] = row, point_arrays
+                summary.solved += 1
+            else:
+                errors[index] = error
+                rows[index], arrays[index] = {"seconds": seconds}, {}
+            bar.update(1)
+    finally:
+        bar.close()
+    stages["solve"] = time.perf_counter() - clock
+
+    # Table.
+    clock = time.perf_counter()
+    table, order = build_table(points, rows, errors)
+    table.to_csv(output_dir / "table.csv", index=False)
+    summary.failed = [f"{points[index].describe()}: {errors[index]}"
+                      for index in range(len(points)) if errors[index] is not None]
+    if "converged" in table:
+        summary.not_converged = int((table["converged"] == False).sum())  # noqa: E712 - NaN rows are failures
+    stages["table"] = time.perf_counter() - clock
+
+    # Figures.
+    clock = time.perf_counter()
+    from .gap_figures import FIGURES
+
+    sorted_arrays = [arrays[index] or {} for index in order]
+    for figure in experiment.figures:
+        try:
+            FIGURES[figure](table, output_dir, sorted_arrays)
+        except Exception as exception:  # noqa: BLE001 - one bad figure must not hide the others
+            summary.failed.append(f"figure {figure!r}: {type(exception).__name__}: {exception}")
+    stages["figures"] = time.perf_counter() - clock
+
+
+def _expected_work(point: Point) -> float:
+    """Rough relative cost of solving ``point``, for scheduling only."""
+    market = point.market
+    load = 1.0 / (1.0 - market.arrival_rate)
+    return market.servers * load * load * (2.0 if point.bracket else 1.0)
+
+
+def _progress_bar(total: int, name: str, enabled: bool):
+    from tqdm import tqdm
+
+    # Off a terminal (a log file, CI) redraw rarely, so the log stays readable.
+    interval = 0.1 if sys.stderr.isatty() else 10.0
+    return tqdm(total=total, desc=name, unit="point", file=sys.stderr, disable=not enabled,
+                dynamic_ncols=True, smoothing=0.1, mininterval=interval)
+
+
+def build_table(points: list, rows: list, errors: list):
+    """Return the sweep table sorted by its parameters, and the row order used.
+
+    Parameters
+    ----------
+    points : list of Point
+    rows : list of dict
+        Result fields per point (possibly empty for a failed point).
+    errors : list of str or None
+        Error text per failed point.
+
+    Returns
+    -------
+    table : DataFrame
+        One row per point: the parameters, then :data:`RESULT_COLUMNS`, the
+        other result fields in alphabetical order, ``error`` and the timing
+        columns.
+    order : list of int
+        ``order[i]`` is the index into ``points`` of the table's row ``i``.
+    """
+    bracket = bool(points) and points[0].bracket
+    records = []
+    for point, row, error in zip(points, rows, errors):
+        parameters = point.market.as_dict()
+        if bracket:
+            # Both wait models are solved; the market's own wait_model is only the R = N side.
+            del parameters["wait_model"]
+        record = {**parameters, "equilibrium_setting": point.market.is_equilibrium_setting}
+        record.update(row or {})
+        record["error"] = error or ""
+        records.append(record)
+
+    parameter_columns = [name for name in GRID_PARAMETERS if not (bracket and name == "wait_model")]
+    order = sorted(range(len(points)),
+                   key=lambda index: tuple(records[index][name] for name in parameter_columns))
+    table = pd.DataFrame([records[index] for index in order])
+
+    leading = parameter_columns + [name for name in RESULT_COLUMNS if name in table]
+    trailing = ["error"] + [name for name in TIMING_COLUMNS if name in table]
+    # Alphabetical, so the order does not depend on whether rows came from the cache.
+    middle = sorted(name for name in table.columns if name not in leading and name not in trailing)
+    return table[leading + middle + trailing], order
+
+
+def _run_figures_module(experiment, output_dir, summary, stages):
+    clock = time.perf_counter()
+    try:
+        module = importlib.import_module(experiment.module)
+    except ModuleNotFoundError as error:
+        summary.failed.append(f"module {experiment.module!r} cannot be imported: {error}")
+    else:
+        draw = getattr(module, "draw_figures", None)
+        if draw is None:
+            summary.failed.append(f"module {experiment.module!r} has no function draw_figures")
+        else:
+            try:
+                draw(output_dir, dict(experiment.settings))
+            except Exception as exception:  # noqa: BLE001 - reported in the run summary
+                summary.failed.append(f"{experiment.module}.draw_figures failed: "
+                                      f"{type(exception).__name__}: {exception}")
+    stages["figures"] = time.perf_counter() - clock
+
+
+def run_many(experiments: list, *, output_root="results", cache_dir=None, fresh=False, jobs=None,
+             scheduler=None, progress=False, command=None, compute=None, on_summary=None) -> list:
+    """Run several experiments on one backend; return their summaries.
+
+    Parameters
+    ----------
+    experiments : list of Experiment
+    output_root : str or Path
+        Results go to ``output_root/<name>/``.
+    cache_dir : str, Path or None
+        Cache directory; ``None`` uses :func:`mdp.cache.default_cache_dir`.
+    fresh : bool
+        Ignore cached points (and replace them with the new results).
+    jobs : int or None
+        Parallel workers; ``None`` means the number of cores.
+    scheduler : str or None
+        ``None`` for local processes, ``"local"`` for a Dask ``LocalCluster``,
+        otherwise the address of a Dask scheduler.
+    progress : bool
+        Show progress bars on stderr.
+    command : str or None
+        The command line recorded in each ``metadata.json``.
+    compute : callable or None
+        Replaces the solver computation (see :func:`run_experiment`).
+    on_summary : callable or None
+        Called with each :class:`RunSummary` as soon as its experiment ends.
+
+    Raises
+    ------
+    ValueError
+        If ``jobs`` is not positive or the Dask scheduler cannot be reached.
+    """
+    cache = PointCache(cache_dir or default_cache_dir(), solver_version())
+    needs_solver = any(experiment.kind == "deviation" for experiment in experiments)
+    summaries = []
+    with make_backend(jobs=jobs, scheduler=scheduler, start=needs_solver) as backend:
+        for experiment in experiments:
+            summary = run_experiment(experiment, output_root=output_root, cache=cache, fresh=fresh,
+                                     backend=backend, compute=compute, progress=progress,
+                                     command=command)
+            summaries.append(summary)
+            if on_summary is not None:
+                on_summary(summary)
+    return summaries
+
+
+# ---------------------------------------------------------------------------
+# Provenance.
+
+def write_metadata(path: Path, experiment: Experiment, summary: RunSummary, stages: dict,
+                   backend, command: str | None) -> None:
+    """Write ``metadata.json``: versions, git commit, command, machine, timings and counts."""
+    metadata = {
+        "experiment": experiment.name,
+        "experiment_file": str(experiment.path),
+        "kind": experiment.kind,
+        "description": experiment.description,
+        "command": command if command is not None else " ".join(sys.argv),
+        "started_in": os.getcwd(),
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+        "machine": machine_description(),
+        "backend": getattr(backend, "description", "in-process"),
+        "points": summary.points,
+        "points_from_cache": summary.cached,
+        "points_solved": summary.solved,
+        "points_failed": len(summary.failed),
+        "points_not_converged": summary.not_converged,
+        "failures": summary.failed,
+        "total_seconds": round(summary.seconds, 3),
+        "stage_seconds": {name: round(value, 3) for name, value in stages.items()},
+    }
+    if experiment.kind == "deviation":
+        metadata["tolerance"] = experiment.tolerance
+        metadata["bracket"] = experiment.bracket
+        metadata["grid"] = {name: list(values) for name, values in experiment.grid.items()}
+    else:
+        metadata["module"] = experiment.module
+        metadata["settings"] = experiment.settings
+    _write_json(path, metadata)
+
+
+def library_versions() -> dict:
+    """Return the versions of Python, this package, its solver revision and its libraries."""
+    from importlib import metadata as distributions
+
+    from . import __version__
+
+    versions = {"python": platform.python_version(), "pooling-mdp": __version__}
+    try:
+        from .solver import SOLVER_REVISION
+        versions["solver_revision"] = int(SOLVER_REVISION)
+    except ImportError:
+        versions["solver_revision"] = None
+    for name in LIBRARIES:
+        try:
+            versions[name] = distributions.version(name)
+        except distributions.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit() -> str | None:
+    """Return the current git commit of the package's repository (with ``-dirty``), or ``None``."""
+    directory = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=directory, capture_output=True, text=True, timeout=10,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if status else commit
+
+
+def machine_description() -> dict:
+    """Return the platform, processor and core count of this machine."""
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def write_constraints(path, distribution: str = "pooling-mdp") -> list:
+    """Write a pip constraints file pinning every installed dependency of ``distribution``.
+
+    The dependencies are followed recursively, including the extras the
+    requirements name (``dask[distributed]``); the package itself is not
+    pinned. Returns the pinned lines.
+    """
+    from importlib import metadata as distributions
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    pending = [(distribution, frozenset())]
+    seen = set()
+    while pending:
+        name, extras = pending.pop()
+        if (canonicalize_name(name), extras) in seen:
+            continue
+        seen.add((canonicalize_name(name), extras))
+        try:
+            installed = distributions.distribution(name)
+        except distributions.PackageNotFoundError:
+            continue
+        if canonicalize_name(name) != canonicalize_name(distribution):
+            pins[canonicalize_name(name)] = installed.version
+        for text in installed.requires or []:
+            requirement = Requirement(text)
+            environments = [{"extra": extra} for extra in extras] or [{"extra": ""}]
+            if requirement.marker is not None and not any(
+                    requirement.marker.evaluate(environment) for environment in environments):
+                continue
+            pending.append((requirement.name, frozenset(requirement.extras)))
+
+    lines = [f"{name}=={version}" for name, version in sorted(pins.items())]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = ("# Versions of the libraries that produced the committed results.\n"
+              "# Install with: pip install -e . -c results/constraints.txt\n")
+    _write_text(path, header + "\n".join(lines) + "\n")
+    return lines
+
+
+def _write_json(path: Path, data) -> None:
+    _write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in JSON")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a text file atomically, so that an interrupted run never leaves half a file."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)

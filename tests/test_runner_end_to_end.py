@@ -1,0 +1,270 @@
+"""The experiment runner end to end, on tiny grids with the real solver."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import mdp.cli
+from mdp.backends import DaskBackend, ProcessBackend, SerialBackend
+from mdp.cache import PointCache, solver_version
+from mdp.experiments import load_experiment
+from mdp.model import Market
+from mdp.runner import COMPUTE, TIMING_COLUMNS, run_experiment
+from mdp.solver import solve_best_deviation, true_gap_bracket
+
+TOLERANCE = 1e-6
+
+TINY = f"""
+kind = "deviation"
+tolerance = {TOLERANCE}
+figures = ["gap_vs_servers", "gap_decay"]
+
+[grid]
+arrival_rate = [0.8, 0.7]
+servers = [3, 2]
+"""
+
+BRACKET = f"""
+kind = "deviation"
+tolerance = {TOLERANCE}
+bracket = true
+figures = ["true_gap_bracket"]
+
+[grid]
+arrival_rate = 0.7
+servers = [2, 3]
+"""
+
+# Enough work (about a second a point) to interrupt a run midway.
+SLOW = f"""
+kind = "deviation"
+tolerance = {TOLERANCE}
+
+[grid]
+arrival_rate = 0.9
+servers = {{start = 2, stop = 9}}
+"""
+
+calls = []
+
+
+def counting_compute(point):
+    calls.append(point)
+    return COMPUTE[point.task](point)
+
+
+def interrupting_compute(point):
+    if len(calls) == 2:
+        raise KeyboardInterrupt
+    return counting_compute(point)
+
+
+def failing_compute(point):
+    if point.market.servers == 3:
+        raise ArithmeticError("no convergence in this test")
+    return COMPUTE[point.task](point)
+
+
+@pytest.fixture(autouse=True)
+def reset_calls():
+    calls.clear()
+
+
+def experiment_file(directory, text, name="tiny"):
+    path = Path(directory) / f"{name}.toml"
+    path.write_text(text)
+    return load_experiment(path)
+
+
+def make_cache(directory):
+    return PointCache(Path(directory), solver_version())
+
+
+def read_table(path):
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def without_timing(table):
+    return table.drop(columns=[name for name in TIMING_COLUMNS if name in table])
+
+
+def test_table_matches_solver(tmp_path):
+    experiment = experiment_file(tmp_path, TINY)
+    summary = run_experiment(experiment, output_root=tmp_path / "results",
+                             cache=make_cache(tmp_path / "cache"))
+    assert summary.ok
+    assert summary.solved == 4
+    table = read_table(tmp_path / "results" / "tiny" / "table.csv")
+
+    assert list(table["arrival_rate"]) == [0.7, 0.7, 0.8, 0.8]
+    assert list(table["servers"]) == [2, 3, 2, 3]
+    assert list(table.columns[:6]) == ["arrival_rate", "servers", "processing_cost", "help_cost",
+                                       "token_probability", "wait_model"]
+    for column in ("best_cost", "lower_bound", "upper_bound", "crp_cost", "gap", "gap_lower",
+                   "gap_upper", "token_price", "own_limit", "pool_limit", "boundary_mass",
+                   "converged", "seconds", "error"):
+        assert column in table.columns
+    for _, row in table.iterrows():
+        direct = solve_best_deviation(Market(row["arrival_rate"], int(row["servers"])),
+                                      tolerance=TOLERANCE)
+        assert row["best_cost"] == direct.best_cost
+        assert row["lower_bound"] == direct.lower_bound
+        assert row["crp_cost"] == direct.crp_cost
+        assert row["gap"] == direct.gap
+        assert row["gap_upper"] == direct.gap_upper
+        assert row["token_price"] == direct.token_price
+        assert (row["own_limit"], row["pool_limit"]) == direct.truncation
+        assert bool(row["converged"]) == direct.converged
+
+
+def test_outputs_written(tmp_path):
+    experiment = experiment_file(tmp_path, TINY)
+    run_experiment(experiment, output_root=tmp_path / "results", cache=make_cache(tmp_path / "c"),
+                   command="pooling-mdp run tiny.toml")
+    directory = tmp_path / "results" / "tiny"
+    for name in ("table.csv", "metadata.json", "gap_vs_servers.png", "gap_vs_servers.pdf",
+                 "gap_decay.png", "gap_decay.pdf", "decay_fit.csv"):
+        assert (directory / name).is_file(), name
+    metadata = pd.read_json(directory / "metadata.json", typ="series")
+    assert metadata["command"] == "pooling-mdp run tiny.toml"
+    assert metadata["versions"]["solver_revision"] == solver_version()["solver_revision"]
+    assert set(metadata["stage_seconds"]) >= {"cache_lookup", "solve", "table", "figures"}
+
+
+def test_second_run_does_no_solves(tmp_path):
+    experiment = experiment_file(tmp_path, TINY)
+    cache = make_cache(tmp_path / "cache")
+    run_experiment(experiment, output_root=tmp_path / "first", cache=cache)
+    first = read_table(tmp_path / "first" / "tiny" / "table.csv")
+
+    summary = run_experiment(experiment, output_root=tmp_path / "second", cache=cache,
+                             compute=counting_compute)
+    second = read_table(tmp_path / "second" / "tiny" / "table.csv")
+    assert calls == []
+    assert summary.cached == 4
+    assert summary.solved == 0
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_fresh_run_solves_again(tmp_path):
+    experiment = experiment_file(tmp_path, TINY)
+    cache = make_cache(tmp_path / "cache")
+    run_experiment(experiment, output_root=tmp_path / "results", cache=cache)
+    summary = run_experiment(experiment, output_root=tmp_path / "results", cache=cache,
+                             fresh=True, compute=counting_compute)
+    assert len(calls) == 4
+    assert summary.cached == 0
+
+
+def test_interrupted_run_resumes(tmp_path):
+    experiment = experiment_file(tmp_path, TINY)
+    cache = make_cache(tmp_path / "cache")
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(experiment, output_root=tmp_path / "results", cache=cache,
+                       compute=interrupting_compute)
+    assert len(calls) == 2
+
+    calls.clear()
+    summary = run_experiment(experiment, output_root=tmp_path / "results", cache=cache,
+                             compute=counting_compute)
+    assert summary.cached == 2
+    assert len(calls) == 2
+    resumed = read_table(tmp_path / "results" / "tiny" / "table.csv")
+
+    run_experiment(experiment, output_root=tmp_path / "reference", cache=None)
+    reference = read_table(tmp_path / "reference" / "tiny" / "table.csv")
+    pd.testing.assert_frame_equal(without_timing(resumed), without_timing(reference))
+
+
+def test_failed_point_is_recorded(tmp_path):
+    experiment = experiment_file(tmp_path, TINY)
+    cache = make_cache(tmp_path / "cache")
+    summary = run_experiment(experiment, output_root=tmp_path / "results", cache=cache,
+                             compute=failing_compute)
+    assert summary.solved == 2
+    assert len(summary.failed) == 2
+    assert "ArithmeticError: no convergence in this test" in summary.failed[0]
+    table = read_table(tmp_path / "results" / "tiny" / "table.csv")
+    assert len(table) == 4
+    failed_rows = table[table["servers"] == 3]
+    assert (failed_rows["error"].str.contains("ArithmeticError")).all()
+    assert failed_rows["best_cost"].isna().all()
+
+    # Failures are not cached, so the next run tries those points again.
+    summary = run_experiment(experiment, output_root=tmp_path / "results", cache=cache,
+                             compute=counting_compute)
+    assert summary.ok
+    assert [point.market.servers for point in calls] == [3, 3]
+
+
+def test_bracket_matches_solver(tmp_path):
+    experiment = experiment_file(tmp_path, BRACKET, name="bracket")
+    summary = run_experiment(experiment, output_root=tmp_path / "results", cache=None)
+    assert summary.ok
+    table = read_table(tmp_path / "results" / "bracket" / "table.csv")
+    assert "wait_model" not in table.columns
+    assert (tmp_path / "results" / "bracket" / "true_gap_bracket.png").is_file()
+    for _, row in table.iterrows():
+        direct = true_gap_bracket(Market(row["arrival_rate"], int(row["servers"])),
+                                  tolerance=TOLERANCE)
+        assert row["true_gap_lower"] == direct.gap_lower
+        assert row["true_gap_upper"] == direct.gap_upper
+        assert row["best_cost"] == direct.all_servers.best_cost
+        assert row["others_best_cost"] == direct.others_only.best_cost
+        assert row["true_gap_lower"] <= row["true_gap_upper"]
+
+
+def test_backends_give_same_table(tmp_path):
+    experiment = experiment_file(tmp_path, TINY)
+    tables = {}
+    backends = {
+        "serial": SerialBackend(),
+        "processes": ProcessBackend(2),
+        "dask": DaskBackend(jobs=2, cluster_options={"processes": False}),
+    }
+    for name, backend in backends.items():
+        with backend:
+            summary = run_experiment(experiment, output_root=tmp_path / name, cache=None,
+                                     backend=backend)
+        assert summary.ok, summary.failed
+        tables[name] = without_timing(read_table(tmp_path / name / "tiny" / "table.csv"))
+    pd.testing.assert_frame_equal(tables["processes"], tables["serial"])
+    pd.testing.assert_frame_equal(tables["dask"], tables["serial"])
+
+
+def test_killed_process_resumes(tmp_path):
+    experiment = experiment_file(tmp_path, SLOW, name="slow")
+    cache_dir = tmp_path / "cache"
+    script = ("import sys, mdp.cli as cli; cli.COMMAND_MODULES = ('run',); "
+              "sys.exit(cli.main(sys.argv[1:]))")
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, "run", str(experiment.path), "--jobs", "1",
+         "--cache", str(cache_dir), "--output", str(tmp_path / "killed")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    try:
+        while len(list(cache_dir.rglob("*.npz"))) < 2:
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no point finished within 90 s"
+            time.sleep(0.05)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    finished = len(list(cache_dir.rglob("*.npz")))
+    assert 2 <= finished < 8
+    assert not list(cache_dir.rglob(".tmp-*"))
+
+    summary = run_experiment(experiment, output_root=tmp_path / "resumed",
+                             cache=make_cache(cache_dir), compute=counting_compute)
+    assert summary.ok
+    assert summary.cached == finished
+    assert len(calls) == 8 - finished
+    resumed = read_table(tmp_path / "resumed" / "slow" / "table.csv")
+    assert list(resumed["servers"]) == list(range(2, 10))
+    assert resumed["converged"].all()
