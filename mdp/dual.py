@@ -29,7 +29,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import warnings
+
 import numpy as np
+import scipy.sparse as sparse
+from scipy.sparse.linalg import MatrixRankWarning, spsolve
 
 from . import kernels
 from .chain import ChainModel
@@ -38,6 +42,10 @@ from .evaluation import PolicyEvaluation, evaluate_chain
 # Token rates within this of zero count as zero: the evaluation's rounding error.
 TOKEN_RATE_SLACK = 1e-12
 _SMALLEST_SPAN = 1e-15
+# Policy-iteration steps per price; it usually stops after two or three.
+_POLICY_ITERATION_ROUNDS = 30
+# Value-iteration sweeps that suggest a starting policy to policy iteration.
+_SUGGESTION_SWEEPS = 200
 
 
 @dataclass
@@ -111,6 +119,7 @@ class DualSearch:
         self.prices_tried = 0
         self.lower_bound = -np.inf
         self.lower_bound_price = 0.0
+        self.policy_iteration_works = True
 
     def run(self, price_hint: float | None = None) -> DualSolution:
         """Maximise the dual and return the bounds, the two bracketing policies and the price.
@@ -212,26 +221,84 @@ class DualSearch:
     # Building blocks.
 
     def _greedy(self, price: float, span: float) -> Candidate:
-        """Run value iteration at ``price`` to the given span; evaluate its greedy policy exactly."""
+        """Return an optimal (up to ``span``) deterministic policy at ``price``, exactly evaluated.
+
+        Value iteration runs to the given span; then policy iteration takes
+        over: the greedy policy's exact relative values replace the iterate and
+        one sweep both improves the policy and bounds L(price) from below. When
+        the policy is optimal its values make T h - h constant, so the bound is
+        exact without the many sweeps that the pool's slow mixing would take.
+        """
+        # While policy iteration works, value iteration only has to suggest a policy.
+        self._value_iteration(price, span, _SUGGESTION_SWEEPS if self.policy_iteration_works else None)
+        candidate = self._candidate(price)
+        for _ in range(_POLICY_ITERATION_ROUNDS):
+            values = self._policy_values(candidate, price)
+            if values is None:
+                if self.policy_iteration_works:
+                    self.policy_iteration_works = False
+                    self._value_iteration(price, span)
+                    candidate = self._candidate(price)
+                break
+            self.values[:] = values
+            self._value_iteration(price, 0.0, max_sweeps=1)
+            if np.array_equal(self.send, candidate.send) and np.array_equal(self.capacity, candidate.capacity):
+                break
+            improved = self._candidate(price)
+            if improved.line(price) >= candidate.line(price) - 1e-14 * self.scale:
+                break
+            candidate = improved
+        return candidate
+
+    def _value_iteration(self, price: float, span: float, max_sweeps: int | None = None) -> None:
         chain = self.chain
         remaining = max(self.max_value_iterations - self.value_iterations, 1)
+        if max_sweeps is not None:
+            remaining = min(remaining, max_sweeps)
         sweeps, lower, _upper = kernels.relative_value_iteration(
             self.values, self.work, self.send, self.capacity, *chain.kernel_arguments(), price,
             *chain.cost_arguments(), remaining, span / chain.event_rate)
         self.value_iterations += sweeps
-        self.prices_tried += 1
         # min(T h - h) bounds L(price) / Lambda from below; L(price) bounds the constrained optimum.
         if chain.event_rate * lower > self.lower_bound:
             self.lower_bound = chain.event_rate * lower
             self.lower_bound_price = price
 
+    def _candidate(self, price: float) -> Candidate:
+        """Evaluate the current greedy policy exactly."""
+        chain = self.chain
         send = self.send.copy()
         capacity = self.capacity.copy()
         capacity_probabilities = np.zeros(chain.shape + (3,))
         np.put_along_axis(capacity_probabilities, capacity[..., None], 1.0, axis=2)
         evaluation = evaluate_chain(chain, send.astype(np.float64), capacity_probabilities)
         self.evaluations += 1
+        self.prices_tried += 1
         return Candidate(price, send, capacity, evaluation)
+
+    def _policy_values(self, candidate: Candidate, price: float):
+        """Return the relative values of a deterministic policy, or None if they are not unique.
+
+        They are unique when the policy has a single recurrent class; with
+        several the equations are singular and value iteration alone goes on.
+        """
+        chain = self.chain
+        rows, cols, entries, right = kernels.policy_value_entries(
+            candidate.send, candidate.capacity, *chain.kernel_arguments(), price, *chain.cost_arguments())
+        size = right.size
+        system = sparse.csc_matrix((entries, (rows, cols)), shape=(size, size))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", MatrixRankWarning)
+            try:
+                solution = spsolve(system, right)
+            except (MatrixRankWarning, RuntimeError):
+                return None
+        if not np.all(np.isfinite(solution)):
+            return None
+        residual = np.max(np.abs(system @ solution - right))
+        if residual > 1e-9 * max(1.0, np.max(np.abs(right))):
+            return None
+        return solution[:-1].reshape(chain.shape)
 
     def _span_target(self) -> float:
         return 0.25 * self.tolerance * self.scale

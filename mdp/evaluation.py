@@ -232,13 +232,19 @@ def _absorption_weights(matrix, labels, closed, start):
 
 
 def _stationary(matrix) -> np.ndarray:
-    """Return the stationary distribution of an irreducible stochastic matrix."""
+    """Return the stationary distribution of an irreducible stochastic matrix.
+
+    One balance equation is replaced by pi(first state) = 1, which keeps the
+    system as sparse as the chain (a row of ones would fill the LU factors),
+    and the solution is normalised afterwards. In an irreducible chain every
+    state has positive mass, so the pinned value is valid.
+    """
     size = matrix.shape[0]
     if size == 1:
         return np.ones(1)
     balance = (matrix.T - sparse.identity(size, format="csr")).tocsr()
-    normalisation = sparse.csr_matrix(np.ones((1, size)))
-    system = sparse.vstack([normalisation, balance[1:]], format="csc")
+    pin = sparse.csr_matrix(([1.0], ([0], [0])), shape=(1, size))
+    system = sparse.vstack([pin, balance[1:]], format="csc")
     right = np.zeros(size)
     right[0] = 1.0
     solution = np.atleast_1d(spsolve(system, right))

@@ -289,3 +289,71 @@ def decision_flows(entry, transfer_probability, pool_step, arrival_flow, send_fl
                 flow += send_flow[(a + 1) * columns + b - pool_step]
             arrival_flow[a * columns + b] = flow
             send_flow[a * columns + b] = flow * transfer_probability[a, b]
+
+
+@jit
+def policy_value_entries(send, capacity, own_arrival, others_arrival, others_capacity, event_rate,
+                         processing_cost, token_probability, token_price, send_cost, help_cost, pool_step):
+    """Return COO arrays and right-hand side of the relative-value equations of a deterministic policy.
+
+    Unknowns are h on the grid (row-major) and, last, the gain per step g / Lambda.
+    A state that sends satisfies h(s) - h(next) = W(b) + eta; a state that
+    stops satisfies h(s) - sum_e p_e h(target_e) + g / Lambda = c(s), the
+    expected one-step Lagrangian cost; the last row fixes h(0, 0) = 0.
+    """
+    own_limit = send.shape[0] - 1
+    pool_limit = send.shape[1] - 1
+    columns = pool_limit + 1
+    states = (own_limit + 1) * columns
+    capacity_probabilities = np.zeros((own_limit + 1, pool_limit + 1, 3))
+    for a in range(own_limit + 1):
+        for b in range(pool_limit + 1):
+            capacity_probabilities[a, b, capacity[a, b]] = 1.0
+    targets = np.empty(6, dtype=np.int64)
+    rates = np.empty(6)
+    limit = states * 8 + 1
+    rows = np.empty(limit, dtype=np.int64)
+    cols = np.empty(limit, dtype=np.int64)
+    values = np.empty(limit)
+    right = np.zeros(states + 1)
+    slot = 0
+    for a in range(own_limit + 1):
+        for b in range(pool_limit + 1):
+            state = a * columns + b
+            rows[slot] = state
+            cols[slot] = state
+            values[slot] = 1.0
+            slot += 1
+            if send[a, b] == 1:
+                rows[slot] = state
+                cols[slot] = (a - 1) * columns + b + pool_step
+                values[slot] = -1.0
+                slot += 1
+                right[state] = send_cost[b] + token_price
+                continue
+            event_targets(a, b, own_limit, pool_limit, pool_step, own_arrival, others_arrival,
+                          others_capacity, capacity_probabilities, targets, rates)
+            for k in range(6):
+                if rates[k] != 0.0:
+                    rows[slot] = state
+                    cols[slot] = targets[k]
+                    values[slot] = -rates[k] / event_rate
+                    slot += 1
+            rows[slot] = state
+            cols[slot] = states
+            values[slot] = 1.0
+            slot += 1
+            cost = float(a)
+            if a == own_limit and b + pool_step <= pool_limit:
+                cost += own_arrival * (send_cost[b] + token_price)
+            action = capacity[a, b]
+            if action == OWN:
+                cost += processing_cost
+            elif action == HELP:
+                cost += help_cost[b] - token_price * token_probability
+            right[state] = cost / event_rate
+    rows[slot] = states
+    cols[slot] = 0
+    values[slot] = 1.0
+    slot += 1
+    return rows[:slot], cols[:slot], values[:slot], right

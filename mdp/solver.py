@@ -369,8 +369,11 @@ def _solve_truncated(market, truncation, tolerance, values, max_value_iterations
         # The two policies' recurrent classes do not combine into one stationary
         # policy; fall back to the feasible deterministic one.
         solution.upper_bound = high.evaluation.cost
-        solution.message = ("mixture of the two bracketing policies is not unichain; "
-                            "reporting the feasible deterministic policy")
+        width = (solution.upper_bound - solution.lower_bound) / abs(solution.upper_bound)
+        solution.converged = solution.converged and width <= tolerance
+        solution.message = ("the mixture of the two bracketing policies does not reproduce their "
+                            "mixed cost (their recurrent classes differ); reporting the feasible "
+                            f"deterministic policy, relative interval width {width:.3g}")
         return _Attempt(truncation, solution, high_policy, (high_policy,), high.evaluation)
     return _Attempt(truncation, solution, mixed, (low_policy, high_policy), evaluation)
 
