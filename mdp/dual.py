@@ -229,6 +229,7 @@ class DualSearch:
         the policy is optimal its values make T h - h constant, so the bound is
         exact without the many sweeps that the pool's slow mixing would take.
         """
+        self.prices_tried += 1
         # While policy iteration works, value iteration only has to suggest a policy.
         self._value_iteration(price, span, _SUGGESTION_SWEEPS if self.policy_iteration_works else None)
         candidate = self._candidate(price)
@@ -273,7 +274,6 @@ class DualSearch:
         np.put_along_axis(capacity_probabilities, capacity[..., None], 1.0, axis=2)
         evaluation = evaluate_chain(chain, send.astype(np.float64), capacity_probabilities)
         self.evaluations += 1
-        self.prices_tried += 1
         return Candidate(price, send, capacity, evaluation)
 
     def _policy_values(self, candidate: Candidate, price: float):

@@ -140,8 +140,8 @@ def format_result(result, bracket=None) -> str:
                                f"{100 * result.gap_upper:.6g}%]"),
         ("token price", f"{result.token_price:.6g}"
                         + ("  (constraint slack)" if result.token_price == 0 else "")),
-        ("policy", "mixed: weight %.6f on the token-saving policy" % result.mixing_weight
-         if result.is_mixed else "deterministic"),
+        ("policy", f"mixed: {result.mixing_weight:.6f} x (policy within its token budget) + "
+                   f"{1 - result.mixing_weight:.6f} x (policy over it)" if result.is_mixed else "deterministic"),
         ("request / offer rate", f"{result.request_rate:.6f} / {result.offer_rate:.6f}"),
         ("token rate", f"{result.token_rate:.3g}  (requests - phi * offers)"),
         ("mean own queue / pool", f"{result.mean_own_queue:.6f} / {result.mean_pool_length:.6f}"),
@@ -149,7 +149,7 @@ def format_result(result, bracket=None) -> str:
                                 f"change from smaller truncation {result.truncation_change:.2g}"),
         ("lost arrivals", f"{result.lost_rate:.2g} per unit time"),
         ("work", f"{result.value_iterations} value-iteration sweeps, {result.prices_tried} token prices, "
-                 f"{result.evaluations} exact evaluations, {result.seconds:.2f} s"),
+                 f"{result.evaluations} exact policy evaluations, {result.seconds:.2f} s"),
         ("status", ("converged" if result.converged else "NOT CONVERGED") + f": {result.message}"),
     ]
     if bracket is not None:
