@@ -14,7 +14,7 @@ import importlib
 import sys
 
 # Sub-command modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ("solve", "run", "simulate")
+COMMAND_MODULES = ("solve", "run", "simulate", "equilibrium")
 
 
 class _Parser(argparse.ArgumentParser):
