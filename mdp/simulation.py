@@ -191,7 +191,9 @@ class SimulationResult:
     pool_entry_rate : Estimate
         Accepted requests per unit time, all servers together.
     refusal_fraction : Estimate
-        Refused requests as a fraction of all requests.
+        Refused requests as a fraction of all request attempts. An ordinary
+        server requests a refused job again when it earns a token, and that
+        accepted attempt counts too, so the fraction is at most 1/2 for them.
     pool_length_distribution : ndarray
         Fraction of the measured time with 0, 1, 2, ... jobs in the pool.
     servers : ServerStatistics
