@@ -10,7 +10,9 @@ figures (PNG and PDF):
     N lambda / (1 - lambda)), under complete pooling (exactly
     lambda / (1 - lambda)) and under the threshold policy at a token
     probability phi < lambda, whose prediction N q + phi / (1 - phi) uses the
-    mean-field pool and is therefore only approximate.
+    mean-field pool and is therefore only approximate. For that policy the
+    figure also marks the exact finite-N value (:func:`mdp.exact_pool.exact_pool`)
+    wherever its quasi-birth-death chain is small enough to solve.
 ``integer_tokens``
     Complete pooling and the threshold policy at phi = lambda with integer
     tokens, started at a common endowment: fraction of requests refused and
@@ -188,7 +190,9 @@ def _draw_jobs_in_system(output_dir, settings):
                              token_probability=result.settings.token_probability,
                              jobs_in_system=result.jobs_in_system.mean,
                              half_width=result.jobs_in_system.half_width,
-                             predicted=predict(servers), prediction=kind, events=result.events))
+                             predicted=predict(servers), prediction=kind,
+                             exact=_exact_threshold_jobs(rate, servers, phi) if policy == "threshold" else math.nan,
+                             events=result.events))
     table = pd.DataFrame(rows)
     csv_path = output_dir / "jobs_in_system.csv"
     table.to_csv(csv_path, index=False)
@@ -202,6 +206,9 @@ def _draw_jobs_in_system(output_dir, settings):
         style = "-" if group["prediction"].iloc[0] == "exact" else "--"
         axis.plot(group["servers"], group["predicted"], style, color=colour,
                   label=f"{labels[policy]}: {group['prediction'].iloc[0]} prediction")
+        if group["exact"].notna().any() and group["prediction"].iloc[0] != "exact":
+            axis.plot(group["servers"], group["exact"], "x", color="black", markersize=7, zorder=3,
+                      label=f"{labels[policy]}: exact finite-N value")
     _label_servers(axis, settings["servers"])
     axis.set_yscale("log")
     axis.set_ylabel("time-average jobs in system")
@@ -210,8 +217,18 @@ def _draw_jobs_in_system(output_dir, settings):
     note = (f"Simulated: {settings['horizon']:g} time units after a warm-up of {settings['warm_up']:g}, "
             f"{settings['batches']} batch means; error bars are 95% half-widths, at most "
             f"{table['half_width'].max():.2g} jobs. The threshold prediction uses the mean-field pool "
-            f"when phi < lambda.")
+            f"when phi < lambda; crosses mark the exact finite-N value where it was computed.")
     return [csv_path] + _save(figure, output_dir, "jobs_in_system", note)
+
+
+def _exact_threshold_jobs(arrival_rate, servers, token_probability) -> float:
+    """Return the exact jobs in system of the threshold market, or NaN where the chain is too large to solve."""
+    from .exact_pool import exact_pool
+
+    try:
+        return exact_pool(arrival_rate, servers, token_probability).jobs_in_system
+    except ValueError:
+        return math.nan
 
 
 # Integer tokens at phi = lambda.

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mdp.equilibrium import best_response
+from mdp.exact_pool import exact_pool
 from mdp.model import Market
 from mdp.policy import Policy
 from mdp.simulation import simulate, simulate_market
@@ -77,6 +78,16 @@ def test_threshold_policy_matches_exact_finite_pool():
     assert_close(result.pool_length, 2.6949, "pool length, threshold policy")
     assert abs(result.jobs_in_system.mean - 7.5) > 20 * result.jobs_in_system.standard_error
     assert abs(result.pool_length.mean - 1.5) > 20 * result.pool_length.standard_error
+
+
+def test_threshold_policy_matches_exact_pool_small_market():
+    # N = 5, lambda = 0.8, phi = 0.6: compare with the exact quasi-birth-death solution.
+    # 2e5 time units after a warm-up of 1e3 (1.8e6 events).
+    exact = exact_pool(0.8, 5, 0.6)
+    result = simulate(np.full(5, 0.8), policy="threshold", token_probability=0.6, fluid=True,
+                      horizon=2e5, warm_up=1e3, seed=33)
+    assert_close(result.jobs_in_system, exact.jobs_in_system, "jobs in system, N = 5")
+    assert_close(result.pool_time, exact.pool_wait, "time in pool, N = 5")
 
 
 def test_threshold_policy_own_queue_and_rates():
