@@ -590,8 +590,11 @@ def _scalar(value):
 
 
 def _plain(value):
+    """Convert NumPy values to JSON-ready Python values, with NaN (an undefined mean) as None."""
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return [_plain(item) for item in value.tolist()]
     if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
     return value

@@ -27,6 +27,15 @@ def test_json_reports_jobs_in_system(capsys):
     assert len(summary["servers"]["cost"]["mean"]) == 4
 
 
+def test_json_is_strict_without_pool(capsys):
+    # Without pooling no job passes through the pool, so its mean time there is undefined: null.
+    status, output, _ = run_command(capsys, "--servers", "2", "--arrival-rate", "0.5", "--policy", "none",
+                                    "--horizon", "500", "--json")
+    assert status == 0
+    summary = json.loads(output, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    assert summary["pool_time"]["mean"] is None
+
+
 def test_text_output_names_the_run(capsys):
     status, output, _ = run_command(capsys, "--servers", "3", "--arrival-rate", "0.5", "--policy", "none",
                                     "--horizon", "500")

@@ -97,7 +97,7 @@ def run(args) -> int:
     if args.json:
         summary = result.as_dict()
         summary["seconds"] = seconds
-        json.dump(summary, sys.stdout, indent=2, allow_nan=True)
+        json.dump(summary, sys.stdout, indent=2, allow_nan=False)
         print()
     else:
         _print_summary(result, seconds)
