@@ -9,9 +9,9 @@ server and a cost of ``c lambda + lambda / (1 - lambda)`` per server.
 
 *Complete resource pooling (CRP).* Every job is sent to the pool at once and
 every capacity unit is offered as help, so the pool is an M/M/1 queue with
-arrival rate N lambda and service rate N: lambda / (1 - lambda) jobs in total,
-a pool wait ``w = 1 / (N (1 - lambda))`` and a cost of
-``c_help lambda + lambda w`` per server. A server prefers sending a job (wait w,
+arrival rate N lambda and service rate N. It holds lambda / (1 - lambda) jobs
+in total, a job waits ``w = 1 / (N (1 - lambda))`` in it, and each server
+pays ``c_help lambda + lambda w`` per unit time. A server prefers sending a job (wait w,
 then one token, which one processed pool job earns back at cost c_help) to
 keeping it (about one time unit of waiting, then cost c) exactly when
 ``w <= 1 + c - c_help``.
@@ -461,8 +461,8 @@ def fluid_equilibrium(arrival_rate: float, servers: int, token_probability: floa
 
     Examples
     --------
-    >>> fluid_equilibrium(0.8, 10).jobs_in_system   # complete pooling: 0.8 / 0.2
-    4.000000000000001
+    >>> round(fluid_equilibrium(0.8, 10).jobs_in_system, 12)   # complete pooling: 0.8 / 0.2
+    4.0
     """
     market = _market(arrival_rate, servers, token_probability, processing_cost, help_cost)
     rate, phi, count = market.arrival_rate, market.token_probability, market.servers

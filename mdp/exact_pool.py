@@ -263,6 +263,14 @@ def exact_minimum_servers(arrival_rate: float, token_probability: float | None =
     if limit <= 0.0:
         return ExactMinimumServers(rate, phi, limit, None, math.nan, math.nan, None)
 
+    if not first.mean_field.pool_is_mean_field:
+        # No server keeps jobs, so the pool is exactly M/M/1 and the closed-form N_min is exact.
+        servers = mean_field_minimum
+        wait = exact_pool(rate, servers, phi, processing_cost, help_cost).pool_wait
+        previous = math.nan if servers == 2 else exact_pool(rate, servers - 1, phi, processing_cost,
+                                                            help_cost).pool_wait
+        return ExactMinimumServers(rate, phi, limit, servers, wait, previous, mean_field_minimum)
+
     previous_wait, result, servers = math.nan, first, 2
     while not result.is_sustainable:
         previous_wait = result.pool_wait

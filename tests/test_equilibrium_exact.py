@@ -140,6 +140,14 @@ def test_exact_minimum_servers_at_arrival_rate():
     assert exact_minimum_servers(0.9).minimum_servers == 10
 
 
+def test_exact_minimum_servers_above_arrival_rate():
+    # phi = 0.9 > lambda = 0.8: w = 0.9 / (N 0.8 0.1) = 11.25 / N, so N = 12 (w = 0.9375), and N = 11 has 1.0227.
+    result = exact_minimum_servers(0.8, 0.9)
+    assert result.minimum_servers == 12
+    assert result.pool_wait == pytest.approx(0.9375)
+    assert result.previous_pool_wait == pytest.approx(11.25 / 11)
+
+
 def test_exact_pool_rejects_large_chain():
     servers = 44
     assert phase_count(servers, 3) > MAX_PHASES

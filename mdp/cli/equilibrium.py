@@ -133,7 +133,8 @@ def _describe_policy(response) -> str:
         largest_kept = response.threshold - 1
         if largest_kept == 0:
             return "send every job on arrival and offer help at every capacity unit (complete pooling)"
-        return f"keep at most {largest_kept} jobs, send the rest; help when the own queue is empty"
+        plural = "s" if largest_kept != 1 else ""
+        return f"keep at most {largest_kept} job{plural}, send the rest; help when the own queue is empty"
     waiting = response.threshold - 1
     plural = "s" if response.threshold != 1 else ""
     return (f"keep at most k = {response.threshold} job{plural}; keep a job arriving to {waiting} waiting "
