@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 
 # Seconds to wait for a Dask scheduler before giving up.
 CONNECT_TIMEOUT = 5.0
+
+# Seconds between a worker's checks that the main process is still alive.
+_WATCHDOG_INTERVAL = 1.0
 
 
 def make_backend(jobs: int | None = None, scheduler: str | None = None, start: bool = True):
@@ -69,9 +74,22 @@ class SerialBackend:
             yield function(compute, index, point)
 
 
-def _ignore_interrupt():
+def _prepare_worker(parent: int):
+    """Set up a worker process: ignore Ctrl-C and exit when the main process is gone."""
     # Only the main process reacts to Ctrl-C; it then stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A killed main process cannot stop its workers, and they would wait for
+    # work forever because they hold the write end of their own task queue.
+    # The watchdog ends the worker once it has been re-parented, at the latest
+    # when its current point returns control to Python.
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True,
+                     name="orphan-watchdog").start()
+
+
+def _exit_when_orphaned(parent: int):
+    while os.getppid() == parent:
+        time.sleep(_WATCHDOG_INTERVAL)
+    os._exit(1)
 
 
 class ProcessBackend:
@@ -102,7 +120,7 @@ class ProcessBackend:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
                 max_workers=self.jobs, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_ignore_interrupt)
+                initializer=_prepare_worker, initargs=(os.getpid(),))
         return self._executor
 
     def map(self, function, compute, work):

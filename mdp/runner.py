@@ -180,6 +180,7 @@ class RunSummary:
     failed: list = dataclasses.field(default_factory=list)
     not_converged: int = 0
     seconds: float = 0.0
+    backend: str = "in-process"
 
     @property
     def ok(self) -> bool:
@@ -235,7 +236,8 @@ def run_experiment(experiment: Experiment, *, output_root="results", cache: Poin
     """
     output_dir = Path(output_root) / experiment.name
     output_dir.mkdir(parents=True, exist_ok=True)
-    summary = RunSummary(name=experiment.name, output_dir=output_dir)
+    summary = RunSummary(name=experiment.name, output_dir=output_dir,
+                         backend=getattr(backend, "description", "in-process"))
     start = time.perf_counter()
     stages = {}
 
@@ -463,7 +465,7 @@ def write_metadata(path: Path, experiment: Experiment, summary: RunSummary, stag
         "versions": library_versions(),
         "git_commit": git_commit(),
         "machine": machine_description(),
-        "backend": getattr(backend, "description", "in-process"),
+        "backend": summary.backend,
         "points": summary.points,
         "points_from_cache": summary.cached,
         "points_solved": summary.solved,
@@ -481,6 +483,36 @@ def write_metadata(path: Path, experiment: Experiment, summary: RunSummary, stag
         metadata["module"] = experiment.module
         metadata["settings"] = experiment.settings
     _write_json(path, metadata)
+
+
+def write_run_summary(path, summaries: list, seconds: float, command: str | None,
+                      backend_description: str) -> None:
+    """Write the timing of a multi-experiment run (``pooling-mdp reproduce``) to ``path``.
+
+    Each experiment's own ``metadata.json`` has the details; this file puts
+    their wall times and point counts side by side with the total.
+    """
+    data = {
+        "command": command if command is not None else " ".join(sys.argv),
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+        "machine": machine_description(),
+        "backend": backend_description,
+        "total_seconds": round(seconds, 3),
+        "experiments": {
+            summary.name: {
+                "seconds": round(summary.seconds, 3),
+                "points": summary.points,
+                "points_from_cache": summary.cached,
+                "points_solved": summary.solved,
+                "failures": len(summary.failed),
+            }
+            for summary in summaries
+        },
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(path, data)
 
 
 def library_versions() -> dict:

@@ -238,27 +238,63 @@ def test_backends_give_same_table(tmp_path):
     pd.testing.assert_frame_equal(tables["dask"], tables["serial"])
 
 
+def start_run(experiment, cache_dir, output_dir, jobs):
+    script = ("import sys, mdp.cli as cli; cli.COMMAND_MODULES = ('run',); "
+              "sys.exit(cli.main(sys.argv[1:]))")
+    return subprocess.Popen(
+        [sys.executable, "-c", script, "run", str(experiment.path), "--jobs", str(jobs),
+         "--cache", str(cache_dir), "--output", str(output_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_entries(process, cache_dir, count):
+    deadline = time.monotonic() + 90
+    while len(list(cache_dir.rglob("*.npz"))) < count:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline, f"fewer than {count} points finished within 90 s"
+        time.sleep(0.05)
+
+
+def child_processes(parent):
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def is_running(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def test_killed_process_resumes(tmp_path):
     experiment = experiment_file(tmp_path, SLOW, name="slow")
     cache_dir = tmp_path / "cache"
-    script = ("import sys, mdp.cli as cli; cli.COMMAND_MODULES = ('run',); "
-              "sys.exit(cli.main(sys.argv[1:]))")
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, "run", str(experiment.path), "--jobs", "1",
-         "--cache", str(cache_dir), "--output", str(tmp_path / "killed")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 90
+    process = start_run(experiment, cache_dir, tmp_path / "killed", jobs=2)
     try:
-        while len(list(cache_dir.rglob("*.npz"))) < 2:
-            assert process.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no point finished within 90 s"
-            time.sleep(0.05)
+        wait_for_entries(process, cache_dir, 2)
+        workers = child_processes(process.pid)
     finally:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+        process.kill()
+        process.communicate()
     finished = len(list(cache_dir.rglob("*.npz")))
     assert 2 <= finished < 8
     assert not list(cache_dir.rglob(".tmp-*"))
+
+    # Orphaned workers notice that the main process is gone and exit.
+    assert workers
+    deadline = time.monotonic() + 30
+    while any(is_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(is_running(pid) for pid in workers)
 
     summary = run_experiment(experiment, output_root=tmp_path / "resumed",
                              cache=make_cache(cache_dir), compute=counting_compute)
@@ -268,3 +304,48 @@ def test_killed_process_resumes(tmp_path):
     resumed = read_table(tmp_path / "resumed" / "slow" / "table.csv")
     assert list(resumed["servers"]) == list(range(2, 10))
     assert resumed["converged"].all()
+
+
+def test_ctrl_c_stops_promptly(tmp_path):
+    experiment = experiment_file(tmp_path, SLOW, name="slow")
+    cache_dir = tmp_path / "cache"
+    process = start_run(experiment, cache_dir, tmp_path / "results", jobs=2)
+    try:
+        wait_for_entries(process, cache_dir, 1)
+        workers = child_processes(process.pid)
+        process.send_signal(signal.SIGINT)
+        _, error = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130
+    assert "interrupted" in error
+    assert not any(is_running(pid) for pid in workers)
+    assert len(list(cache_dir.rglob("*.npz"))) >= 1
+
+
+def test_reproduce_runs_marked_files(tmp_path, monkeypatch, capsys):
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    (experiments / "tiny.toml").write_text(TINY.replace('kind = "deviation"',
+                                                        'kind = "deviation"\nreproduce = true'))
+    (experiments / "skipped.toml").write_text(BRACKET)
+    (experiments / "absent.toml").write_text(
+        "kind = 'figures'\nmodule = 'mdp.no_such_figures'\nreproduce = true\n")
+    monkeypatch.setattr(mdp.cli, "COMMAND_MODULES", ("run",))
+
+    status = mdp.cli.main(["reproduce", "--experiments", str(experiments), "--jobs", "1",
+                           "--output", str(tmp_path / "results"), "--cache", str(tmp_path / "c")])
+    error = capsys.readouterr().err
+    assert status == 1
+    assert "mdp.no_such_figures" in error
+    results = tmp_path / "results"
+    assert (results / "tiny" / "table.csv").is_file()
+    assert not (results / "skipped").exists()
+    assert (results / "absent" / "metadata.json").is_file()
+    constraints = (results / "constraints.txt").read_text()
+    assert "numpy==" in constraints
+    assert "distributed==" in constraints
+    timings = pd.read_json(results / "reproduce.json", typ="series")
+    assert set(timings["experiments"]) == {"tiny", "absent"}

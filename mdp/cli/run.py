@@ -1,8 +1,9 @@
 """``pooling-mdp run`` and ``pooling-mdp reproduce``: run experiment files.
 
-``run FILE.toml`` runs one experiment; ``reproduce`` runs every file of the
-experiments directory that has ``reproduce = true``, then pins the installed
-library versions in ``<output>/constraints.txt``. Both print one summary line
+``run FILE.toml`` runs one experiment. ``reproduce`` runs every file of the
+experiments directory that has ``reproduce = true``. It then pins the installed
+library versions in ``<output>/constraints.txt`` and records the time of every
+experiment in ``<output>/reproduce.json``. Both commands print one summary line
 per experiment on stderr and exit with status 1 if any point or figure failed.
 """
 
@@ -65,31 +66,42 @@ def _positive_integer(text: str) -> int:
 def handle_run(args) -> int:
     """Run one experiment file; return the exit status."""
     experiment = load_experiment(args.file)
-    return _run([experiment], args)
+    status, _ = _run([experiment], args)
+    return status
 
 
 def handle_reproduce(args) -> int:
     """Run every experiment with ``reproduce = true``; return the exit status."""
-    from ..runner import write_constraints
+    from ..runner import write_constraints, write_run_summary
 
     experiments = [item for item in find_experiments(args.experiments) if item.reproduce]
     if not experiments:
         raise ValueError(f"no experiment file in {args.experiments!r} has reproduce = true")
-    status = _run(experiments, args)
-    constraints = Path(args.output) / "constraints.txt"
-    write_constraints(constraints)
-    print(f"library versions pinned in {constraints}", file=sys.stderr)
+    start = time.perf_counter()
+    status, summaries = _run(experiments, args)
+    elapsed = time.perf_counter() - start
+
+    output = Path(args.output)
+    write_constraints(output / "constraints.txt")
+    backend = summaries[0].backend if summaries else "in-process"
+    write_run_summary(output / "reproduce.json", summaries, elapsed, _command(), backend)
+    print(f"library versions pinned in {output / 'constraints.txt'}, "
+          f"timings in {output / 'reproduce.json'}", file=sys.stderr)
     return status
 
 
-def _run(experiments: list, args) -> int:
+def _command() -> str:
+    return "pooling-mdp " + " ".join(shlex.quote(item) for item in sys.argv[1:])
+
+
+def _run(experiments: list, args):
+    """Run the experiments, print their summaries and return ``(exit status, summaries)``."""
     from ..runner import run_many
 
     start = time.perf_counter()
-    command = "pooling-mdp " + " ".join(shlex.quote(item) for item in sys.argv[1:])
     summaries = run_many(experiments, output_root=args.output, cache_dir=args.cache,
                          fresh=args.fresh, jobs=args.jobs, scheduler=args.scheduler,
-                         progress=True, command=command,
+                         progress=True, command=_command(),
                          on_summary=lambda summary: print(summary.describe(), file=sys.stderr))
 
     failures = [line for summary in summaries for line in summary.failed]
@@ -101,4 +113,4 @@ def _run(experiments: list, args) -> int:
     elapsed = time.perf_counter() - start
     print(f"{len(experiments)} experiment(s), {len(failures)} failure(s), {elapsed:.1f} s",
           file=sys.stderr)
-    return 1 if failures else 0
+    return (1 if failures else 0), summaries
