@@ -6,10 +6,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import mdp.cli
 from mdp.backends import DaskBackend, make_backend
+from mdp.cache import PointCache
 from mdp.experiments import find_experiments, load_experiment
 from mdp.gap_figures import minimum_servers
 from mdp.runner import run_experiment
@@ -190,3 +192,27 @@ def test_reproduce_help_lists_options():
     assert result.returncode == 0
     for option in ("--experiments", "--jobs", "--scheduler", "--output", "--cache", "--fresh"):
         assert option in result.stdout
+
+
+def test_cache_key_includes_solver_revision(tmp_path):
+    parameters = {"arrival_rate": 0.8, "servers": 3}
+    old = PointCache(tmp_path, {"package_version": "0.1.0", "solver_revision": 1})
+    new = PointCache(tmp_path, {"package_version": "0.1.0", "solver_revision": 2})
+    old.store(old.key("deviation", parameters, 1e-6), {"best_cost": 1.5},
+              {"stationary_distribution": np.eye(2)})
+
+    row, arrays = old.load(old.key("deviation", parameters, 1e-6))
+    assert row == {"best_cost": 1.5}
+    assert np.array_equal(arrays["stationary_distribution"], np.eye(2))
+    assert new.load(new.key("deviation", parameters, 1e-6)) is None
+    assert old.load(old.key("deviation", parameters, 1e-8)) is None
+    assert old.load(old.key("bracket", parameters, 1e-6)) is None
+
+
+def test_cache_treats_damaged_entry_as_missing(tmp_path):
+    cache = PointCache(tmp_path, {"package_version": "0.1.0", "solver_revision": 1})
+    key = cache.key("deviation", {"servers": 3}, 1e-6)
+    path = cache.store(key, {"best_cost": 1.5})
+    path.write_bytes(path.read_bytes()[:20])
+    assert cache.load(key) is None
+    assert not list(tmp_path.rglob(".tmp-*"))
