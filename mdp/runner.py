@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -304,7 +305,7 @@ def _run_deviation(experiment, output_dir, summary, stages, *, cache, fresh, bac
     # Table.
     clock = time.perf_counter()
     table, order = build_table(points, rows, errors)
-    table.to_csv(output_dir / "table.csv", index=False)
+    _write_text(output_dir / "table.csv", table.to_csv(index=False))
     summary.failed = [f"{points[index].describe()}: {errors[index]}"
                       for index in range(len(points)) if errors[index] is not None]
     if "converged" in table:
@@ -559,44 +560,30 @@ def machine_description() -> dict:
     }
 
 
-def write_constraints(path, distribution: str = "pooling-mdp") -> list:
-    """Write a pip constraints file pinning every installed dependency of ``distribution``.
+def write_constraints(path, exclude: str = "pooling-mdp") -> list:
+    """Write a pip constraints file pinning every distribution installed in this environment.
 
-    The dependencies are followed recursively, including the extras the
-    requirements name (``dask[distributed]``); the package itself is not
-    pinned. Returns the pinned lines.
+    Everything installed is pinned, as ``pip freeze`` would, because the
+    installed metadata of an editable install can lag behind the project's
+    declared dependencies. Constraints only apply to what pip installs, so
+    extra pins (test tools) do no harm. The project itself (``exclude``) is
+    not pinned. Returns the pinned lines.
     """
     from importlib import metadata as distributions
 
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
     pins = {}
-    pending = [(distribution, frozenset())]
-    seen = set()
-    while pending:
-        name, extras = pending.pop()
-        if (canonicalize_name(name), extras) in seen:
+    for distribution in distributions.distributions():
+        name = distribution.metadata["Name"]
+        if not name:
             continue
-        seen.add((canonicalize_name(name), extras))
-        try:
-            installed = distributions.distribution(name)
-        except distributions.PackageNotFoundError:
-            continue
-        if canonicalize_name(name) != canonicalize_name(distribution):
-            pins[canonicalize_name(name)] = installed.version
-        for text in installed.requires or []:
-            requirement = Requirement(text)
-            environments = [{"extra": extra} for extra in extras] or [{"extra": ""}]
-            if requirement.marker is not None and not any(
-                    requirement.marker.evaluate(environment) for environment in environments):
-                continue
-            pending.append((requirement.name, frozenset(requirement.extras)))
+        normalised = re.sub(r"[-_.]+", "-", name).lower()
+        if normalised != exclude:
+            pins[normalised] = distribution.version
 
     lines = [f"{name}=={version}" for name, version in sorted(pins.items())]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = ("# Versions of the libraries that produced the committed results.\n"
+    header = ("# Versions of the libraries installed when these results were produced.\n"
               "# Install with: pip install -e . -c results/constraints.txt\n")
     _write_text(path, header + "\n".join(lines) + "\n")
     return lines
