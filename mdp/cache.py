@@ -1,7 +1,7 @@
 """On-disk cache of solved sweep points.
 
 Each finished point is one compressed ``.npz`` file named by the SHA-256 of its
-key. The key holds everything the result depends on: the market parameters,
+key. The key contains everything the result depends on: the market parameters,
 the solver tolerance, the computation (``"deviation"`` or ``"bracket"``), the
 package version and the solver's numerics revision. A new solver revision
 therefore misses every old entry instead of returning stale numbers.

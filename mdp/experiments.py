@@ -2,7 +2,7 @@
 
 An experiment file describes one experiment. The runner (:mod:`mdp.runner`)
 turns it into points, solves each point, caches it, writes a table and draws
-figures; this module only reads and checks the file and expands the grid:
+figures. This module only reads and checks the file and expands the grid:
 
     experiment file --(load_experiment)--> Experiment --(points)--> [Point, ...]
 
@@ -69,8 +69,9 @@ _COMMON_KEYS = ("kind", "name", "description", "reproduce")
 _DEVIATION_KEYS = _COMMON_KEYS + ("grid", "tolerance", "bracket", "figures")
 _FIGURES_KEYS = _COMMON_KEYS + ("module", "settings")
 
-# The solver certifies a relative tolerance; below about 1e-12 rounding errors
-# in the value iteration dominate, and above 1e-2 the tables say little.
+# Costs are of order 1, so a relative tolerance below 1e-12 is close to double
+# precision rounding and cannot be certified reliably. Above 1e-2 the interval
+# would be as wide as the gaps of a few percent that the tables report.
 TOLERANCE_RANGE = (1e-12, 1e-2)
 DEFAULT_TOLERANCE = 1e-8
 
@@ -244,7 +245,7 @@ def find_experiments(directory) -> list:
     Raises
     ------
     ValueError
-        If the directory does not exist, holds no experiment file, any file is
+        If the directory does not exist, contains no experiment file, any file is
         invalid, or two files share an experiment name.
     """
     directory = Path(directory)

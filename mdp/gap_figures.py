@@ -12,8 +12,9 @@ the smallest market in which a job's mean wait in the pool under complete
 pooling, 1 / (N (1 - lambda)), is at most one capacity inter-arrival time, so
 that complete pooling is a fluid equilibrium at phi = lambda, c_help = c.
 
-The published paper gives its figures without their values, so these figures
-show what this project's model computes; they are not digitised from the paper.
+The values behind the figures of "Incentivizing Resource Pooling" (C. Chen,
+Y. Chen and P. Qian, 2023) are not published. These figures therefore show
+what this project's model computes; they are not digitised copies.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-PROVENANCE_NOTE = ("Computed by this project's best-deviation model; the paper does not publish "
-                   "its figure values, so this is the model's reading, not a copy.")
+PROVENANCE_NOTE = ("Computed by this project's best-deviation model. The values of the figures in "
+                   "Chen, Chen and Qian (2023) are not published, so this is the model's reading, "
+                   "not a copy.")
 
 # A ratio within this relative distance of an integer counts as that integer:
 # 1 / (1 - 0.8) is 5.000000000000001 in floating point, and N_min is 5.
