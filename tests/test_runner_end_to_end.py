@@ -355,3 +355,23 @@ def test_reproduce_runs_marked_files(tmp_path, monkeypatch, capsys):
     assert "distributed==" in constraints
     timings = pd.read_json(results / "reproduce.json", typ="series")
     assert set(timings["experiments"]) == {"tiny", "absent"}
+
+
+def test_scheduler_address_backend(tmp_path):
+    from distributed import LocalCluster
+
+    experiment = experiment_file(tmp_path, TINY)
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                           host="127.0.0.1", scheduler_port=0, dashboard_address=None)
+    try:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        with DaskBackend(address=cluster.scheduler_address) as backend:
+            summary = run_experiment(experiment, output_root=tmp_path / "remote", cache=None,
+                                     backend=backend)
+    finally:
+        cluster.close()
+    assert summary.ok, summary.failed
+    run_experiment(experiment, output_root=tmp_path / "serial", cache=None)
+    remote = without_timing(read_table(tmp_path / "remote" / "tiny" / "table.csv"))
+    serial = without_timing(read_table(tmp_path / "serial" / "tiny" / "table.csv"))
+    pd.testing.assert_frame_equal(remote, serial)
