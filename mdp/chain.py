@@ -32,9 +32,9 @@ class ChainModel:
     processing_cost, token_probability : float
         c and phi.
     send_cost : ndarray, shape (Q0 + 1,)
-        Charge W(b) for a job sent when the pool holds b jobs.
+        Charge W(b) for a job sent when the pool contains b jobs.
     help_cost : ndarray, shape (Q0 + 1,)
-        Expected processing cost of one offer of help when the pool holds b jobs.
+        Expected processing cost of one offer of help when the pool contains b jobs.
     pool_step : int
         How much a sent job adds to the pool state: 1, or 0 in the fluid model.
     own_limit, pool_limit : int

@@ -96,7 +96,7 @@ class DualSearch:
     tolerance : float
         Relative width of the certified interval to reach.
     scale : float
-        A positive cost of the order of the answer (such as the cost of complete
+        A positive cost of the order of the optimal cost (such as the cost of complete
         pooling), used to turn the relative tolerance into an absolute span.
     values : ndarray or None
         Relative values to start value iteration from (warm start).
@@ -167,7 +167,7 @@ class DualSearch:
     # Phases of the search.
 
     def _finish_slack(self, free: Candidate) -> DualSolution:
-        """The unconstrained optimum already satisfies the token constraint: eta* = 0."""
+        """Certify the unconstrained optimum, which already satisfies the token constraint (eta* = 0)."""
         span = self._span_target()
         while free.evaluation.cost - self.lower_bound > self.tolerance * free.evaluation.cost:
             span /= 4.0

@@ -40,7 +40,7 @@ class FluidResponse:
     token_price : float
         Optimal token price of the dual.
     transfer_probability : ndarray, shape (Q + 1,)
-        Probability of sending one more job when the own queue holds q jobs.
+        Probability of sending one more job when the own queue contains q jobs.
     capacity_probabilities : ndarray, shape (Q + 1, 3)
         Own, help and idle probabilities at a capacity unit.
     request_rate, offer_rate, token_rate : float

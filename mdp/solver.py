@@ -40,7 +40,7 @@ DEFAULT_MAX_STATES = 400_000
 
 
 class TruncationWarning(RuntimeWarning):
-    """The automatic truncation reached its limit before the answer settled."""
+    """The automatic truncation reached its limit before the cost settled."""
 
 
 class ConvergenceWarning(RuntimeWarning):
@@ -215,7 +215,7 @@ def solve_best_deviation(market: Market, tolerance: float = 1e-8, truncation=Non
         The market.
     tolerance : float, default 1e-8
         Relative tolerance in (0, 0.1]. It bounds the certified interval's width
-        (upper - lower) / upper, the change of the answer under a larger
+        (upper - lower) / upper, the change of the cost under a larger
         truncation and the boundary mass.
     truncation : pair of int or None
         ``(Q1, Q0)`` to solve exactly that truncated model (no growth, no
@@ -325,14 +325,15 @@ def _solve_growing(market, tolerance, max_states, max_value_iterations, start):
         if settled or not attempt.search.converged:
             return _result(market, tolerance, attempt, attempts, change, start)
 
-        if not (grow_own or grow_pool):
-            # Boundary mass is small: confirm with one larger truncation.
-            grow_own = grow_pool = True
-            factor = 1.25
+        if grow_own or grow_pool:
+            # The boundary is visited too often: grow the side that is hit.
+            own_factor, pool_factor = 2.0, 1.5
         else:
-            factor = 2.0 if grow_own else 1.5
-        next_own = math.ceil(own_limit * factor) + 1 if grow_own else own_limit
-        next_pool = math.ceil(pool_limit * (1.25 if factor == 1.25 else 1.5)) + 1 if grow_pool else pool_limit
+            # The boundary mass is small: confirm with one larger truncation.
+            grow_own = grow_pool = True
+            own_factor = pool_factor = 1.25
+        next_own = math.ceil(own_limit * own_factor) + 1 if grow_own else own_limit
+        next_pool = math.ceil(pool_limit * pool_factor) + 1 if grow_pool else pool_limit
         if (next_own + 1) * (next_pool + 1) > max_states:
             result = _result(market, tolerance, attempt, attempts, change, start)
             message = (f"truncation limit reached at (Q1, Q0) = {attempt.truncation} "

@@ -239,7 +239,7 @@ def test_numba_fallback_without_cache(monkeypatch):
 
 
 def test_unwritable_numba_cache_still_solves(tmp_path):
-    # A cache directory that cannot be created stands in for a read-only install.
+    # A cache directory that cannot be created plays the part of a read-only install.
     import os
     import subprocess
     import sys
