@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sparse
 from scipy.sparse import csgraph
-from scipy.sparse.linalg import spsolve
+from scipy.sparse.linalg import splu, spsolve
 
 from . import kernels
 from .chain import ChainModel, market_chain
@@ -129,6 +129,9 @@ def evaluate_chain(chain: ChainModel, transfer_probability: np.ndarray,
         chain.others_arrival, chain.others_capacity, chain.event_rate, pool_step)
     states = transfer_probability.size
     step_matrix = sparse.csr_matrix((values, (rows, cols)), shape=(states, states))
+    # Events the policy never takes leave explicit zeros, which the graph
+    # search below would read as transitions.
+    step_matrix.eliminate_zeros()
     stationary, closed_classes = _long_run_distribution(step_matrix, start=0)
 
     entry = np.empty(states)
@@ -237,16 +240,42 @@ def _stationary(matrix) -> np.ndarray:
     One balance equation is replaced by pi(first state) = 1, which keeps the
     system as sparse as the chain (a row of ones would fill the LU factors),
     and the solution is normalised afterwards. In an irreducible chain every
-    state has positive mass, so the pinned value is valid.
+    state has positive mass, so the pinned value is valid. The diagonal is
+    minus the sum of the off-diagonal probabilities rather than p_ii - 1,
+    which would cancel to zero when an event moves the state with a
+    probability near machine precision (N in the tens of thousands).
     """
     size = matrix.shape[0]
     if size == 1:
         return np.ones(1)
-    balance = (matrix.T - sparse.identity(size, format="csr")).tocsr()
+    off_diagonal = (matrix - sparse.diags(matrix.diagonal())).tocsr()
+    off_diagonal.eliminate_zeros()
+    leaving = np.asarray(off_diagonal.sum(axis=1)).ravel()
+    balance = (off_diagonal.T - sparse.diags(leaving)).tocsr()
     pin = sparse.csr_matrix(([1.0], ([0], [0])), shape=(1, size))
     system = sparse.vstack([pin, balance[1:]], format="csc")
     right = np.zeros(size)
     right[0] = 1.0
-    solution = np.atleast_1d(spsolve(system, right))
+    solution = _solve_sparse(system, right)
     np.clip(solution, 0.0, None, out=solution)
     return solution / solution.sum()
+
+
+def _solve_sparse(system, right) -> np.ndarray:
+    """Solve a nonsingular sparse system, trying a second column ordering if LU breaks down.
+
+    With event probabilities of very different sizes (N in the tens of
+    thousands), SuperLU's default ordering can produce an exactly zero pivot
+    in a nonsingular balance system; a symmetric minimum-degree ordering
+    avoids it.
+    """
+    for ordering in ("COLAMD", "MMD_AT_PLUS_A"):
+        try:
+            solution = splu(system, permc_spec=ordering).solve(right)
+        except RuntimeError:
+            continue
+        residual = np.max(np.abs(system @ solution - right))
+        if np.all(np.isfinite(solution)) and residual <= 1e-8 * max(1.0, np.max(np.abs(right))):
+            return solution
+    raise RuntimeError(f"the stationary equations of a {system.shape[0]}-state class could not be solved "
+                       "accurately with SuperLU")

@@ -167,8 +167,9 @@ def _check_rates(arrival_rates, capacity_rates):
     overloaded = np.flatnonzero(loads >= 1.0)
     if overloaded.size:
         first = int(overloaded[0])
-        raise ValueError(f"server {first} has load arrival_rate / capacity_rate = "
-                         f"{arrivals[first]!r} / {capacities[first]!r} = {loads[first]:.6g}; "
+        # Servers are numbered from 1 in messages and tables, as in the simulator.
+        raise ValueError(f"server {first + 1} has load arrival_rate / capacity_rate = "
+                         f"{float(arrivals[first]):g} / {float(capacities[first]):g} = {loads[first]:.6g}; "
                          f"every load must be below 1")
     return arrivals, capacities
 

@@ -320,6 +320,7 @@ def policy_value_entries(send, capacity, own_arrival, others_arrival, others_cap
     for a in range(own_limit + 1):
         for b in range(pool_limit + 1):
             state = a * columns + b
+            diagonal_slot = slot
             rows[slot] = state
             cols[slot] = state
             values[slot] = 1.0
@@ -333,12 +334,18 @@ def policy_value_entries(send, capacity, own_arrival, others_arrival, others_cap
                 continue
             event_targets(a, b, own_limit, pool_limit, pool_step, own_arrival, others_arrival,
                           others_capacity, capacity_probabilities, targets, rates)
+            # The diagonal is the probability of leaving the state, summed from the
+            # moving events: 1 minus the self-loop probability would cancel when
+            # Lambda is large.
+            leaving = 0.0
             for k in range(6):
-                if rates[k] != 0.0:
+                if rates[k] != 0.0 and targets[k] != state:
                     rows[slot] = state
                     cols[slot] = targets[k]
                     values[slot] = -rates[k] / event_rate
                     slot += 1
+                    leaving += rates[k] / event_rate
+            values[diagonal_slot] = leaving
             rows[slot] = state
             cols[slot] = states
             values[slot] = 1.0

@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm, ListedColormap  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_policy(result, path, own_extent=None, pool_extent=None):
@@ -29,15 +30,15 @@ def plot_policy(result, path, own_extent=None, pool_extent=None):
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.6), constrained_layout=True)
     image = axes[0].imshow(sends, origin="lower", aspect="auto", cmap="viridis")
-    figure.colorbar(image, ax=axes[0], label="expected jobs sent")
-    axes[0].set_title("jobs sent to the pool")
+    figure.colorbar(image, ax=axes[0], label="expected jobs sent to the pool")
+    axes[0].set_title("requests for help")
 
-    colours = ListedColormap(["#d95f02", "#1b9e77", "#bbbbbb"])
+    colours = ListedColormap(["tab:blue", "tab:orange", "lightgrey"])
     image = axes[1].imshow(np.argmax(capacity, axis=2), origin="lower", aspect="auto", cmap=colours,
                            vmin=-0.5, vmax=2.5)
     bar = figure.colorbar(image, ax=axes[1], ticks=[0, 1, 2])
-    bar.ax.set_yticklabels(["own", "help", "idle"])
-    axes[1].set_title("capacity unit used for (most likely action)")
+    bar.ax.set_yticklabels(["process own job", "offer help", "idle"])
+    axes[1].set_title("use of own capacity unit (most likely action)")
 
     positive = time_share[time_share > 0]
     floor = max(positive.min(), 1e-12) if positive.size else 1e-12
@@ -49,6 +50,8 @@ def plot_policy(result, path, own_extent=None, pool_extent=None):
     for axis in axes:
         axis.set_xlabel("pool length q0")
         axis.set_ylabel("own queue q1")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.yaxis.set_major_locator(MaxNLocator(integer=True))
     market = result.market
     mixed = f", mixed (weight {result.mixing_weight:.3f})" if result.is_mixed else ""
     figure.suptitle(f"Best deviation: lambda = {market.arrival_rate:g}, N = {market.servers}, "

@@ -195,7 +195,13 @@ def save_policy(policy_or_result, path) -> str:
         "metadata_json": np.array(json.dumps(policy.metadata, default=float)),
     }
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(f"cannot write policy file {path}: directory {directory} does not exist")
     handle, temporary = tempfile.mkstemp(suffix=".npz", dir=directory)
+    # mkstemp creates the file readable by its owner only; give it the usual mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     try:
         with os.fdopen(handle, "wb") as stream:
             np.savez_compressed(stream, **arrays)
@@ -219,10 +225,17 @@ def load_policy(path) -> Policy:
     if not os.path.isfile(path):
         raise ValueError(f"policy file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        raise ValueError(f"cannot read policy file {path}: it is not an .npz archive written by "
+                         "save_policy") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is not a pooling-mdp policy file (a single array, not an .npz archive)")
+    try:
+        with data:
             contents = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read policy file {path}: {error}") from None
+    except ValueError:
+        raise ValueError(f"{path} is not a pooling-mdp policy file (it contains Python objects)") from None
     if str(contents.get("format", "")) != FILE_FORMAT:
         raise ValueError(f"{path} is not a pooling-mdp policy file (missing or wrong 'format' entry)")
     version = int(contents.get("format_version", -1))

@@ -242,6 +242,10 @@ def solve_best_deviation(market: Market, tolerance: float = 1e-8, truncation=Non
     if truncation is not None:
         truncation = check_truncation(truncation)
     max_states = check_integer("max_states", max_states, low=4)
+    if truncation is not None and (truncation[0] + 1) * (truncation[1] + 1) > max_states:
+        states = (truncation[0] + 1) * (truncation[1] + 1)
+        raise ValueError(f"truncation {truncation} has {states} states, more than max_states = {max_states}; "
+                         "choose a smaller truncation or raise max_states")
     max_value_iterations = check_integer("max_value_iterations", max_value_iterations, low=1)
 
     start = time.perf_counter()

@@ -61,3 +61,42 @@ def test_module_entry_point_has_no_traceback():
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr
     assert "arrival_rate must be in (0, 1), got 2" in completed.stderr
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--save-policy", "/nonexistent-directory/policy.npz"], "directory /nonexistent-directory does not exist"),
+    (["--save-policy", "policy.txt"], "save_policy must be a file name ending in .npz"),
+    (["--policy-plot", "policy.jpg"], "policy_plot must be a file name ending in .png or .pdf or .svg"),
+    (["--truncation", "100000", "100000"], "more than max_states"),
+])
+def test_solve_rejects_outputs_before_work(arguments, message, capsys):
+    code = main(["solve", "--arrival-rate", "0.8", "--servers", "4", *arguments])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_solve_not_converged_exits_1(capsys, monkeypatch):
+    import functools
+
+    import mdp.solver
+
+    code = main(["solve", "--arrival-rate", "0.9", "--servers", "5", "--tolerance", "1e-6",
+                 "--truncation", "3", "20", "--json"])
+    assert code == 0  # a fixed truncation is the model asked for, so it converges
+    capsys.readouterr()
+    # A small state budget makes the automatic truncation stop before it settles.
+    limited = functools.partial(mdp.solver.solve_best_deviation, max_states=400)
+    monkeypatch.setattr(mdp.solver, "solve_best_deviation", limited)
+    code = main(["solve", "--arrival-rate", "0.9", "--servers", "5", "--tolerance", "1e-8"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "NOT CONVERGED" in captured.out
+    assert "truncation limit reached" in captured.err
+
+
+def test_output_to_closed_pipe_is_quiet():
+    command = [sys.executable, "-m", "mdp", "solve", "--arrival-rate", "0.8", "--servers", "4"]
+    completed = subprocess.run(f"{' '.join(command)} | head -1", shell=True, capture_output=True, text=True,
+                               timeout=300)
+    assert "Traceback" not in completed.stderr
+    assert completed.stdout.startswith("Market:")

@@ -101,7 +101,7 @@ def test_bad_input_exits_with_status_two(capsys, arguments, fragment):
     ("arrival_rate,capacity\n0.2,0.5\n", "missing the column(s) capacity_rate"),
     ("arrival_rate,capacity_rate\n", "no data rows"),
     ("arrival_rate,capacity_rate\n0.2,fast\n", "capacity_rate on line 2"),
-    ("arrival_rate,capacity_rate\n0.9,0.5\n0.1,1\n", "server 0 has load"),
+    ("arrival_rate,capacity_rate\n0.9,0.5\n0.1,1\n", "server 1 has load"),
 ])
 def test_bad_servers_file(capsys, tmp_path, content, fragment):
     path = tmp_path / "servers.csv"

@@ -260,7 +260,7 @@ def test_heterogeneous_equal_servers_is_complete_pooling():
     ([0.5], [1.0], "at least 2"),
     ([0.5, -0.1], [1.0, 1.0], r"arrival_rates\[1\]"),
     ([0.5, 0.2], [1.0, 0.0], r"capacity_rates\[1\]"),
-    ([0.5, 1.0], [1.0, 1.0], "server 1 has load"),
+    ([0.5, 1.0], [1.0, 1.0], "server 2 has load"),
 ])
 def test_heterogeneous_rejects_bad_input(arrivals, capacities, name):
     with pytest.raises(ValueError, match=name):

@@ -253,3 +253,37 @@ def test_unwritable_numba_cache_still_solves(tmp_path):
     assert completed.returncode == 0, completed.stderr
     in_process = solve_best_deviation(Market(0.7, 2), 1e-6).best_cost
     assert float(completed.stdout) == pytest.approx(in_process, rel=1e-12)
+
+
+def test_very_large_market_solves_cleanly():
+    # With N = 100000 one event in 10^5 moves server one's queue, which used to
+    # break the sparse stationary solve.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = solve_best_deviation(Market(0.8, 100_000), 1e-8)
+    assert result.converged, result.message
+    assert result.lower_bound <= result.best_cost <= result.crp_cost
+    assert result.crp_cost == pytest.approx(0.8 + 0.8 / (100_000 * 0.2))
+
+
+def test_huge_fixed_truncation_rejected_before_work():
+    with pytest.raises(ValueError, match="more than max_states"):
+        solve_best_deviation(Market(0.8, 4), truncation=(100_000, 100_000))
+
+
+def test_saved_policy_file_is_world_readable(tmp_path):
+    import os
+    import stat
+
+    result = solve_best_deviation(Market(0.8, 4), 1e-5)
+    path = save_policy(result, tmp_path / "policy.npz")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask
+
+
+def test_load_policy_rejects_single_arrays(tmp_path):
+    single = tmp_path / "single.npy"
+    np.save(single, np.zeros(3))
+    with pytest.raises(ValueError, match="single array"):
+        load_policy(single)

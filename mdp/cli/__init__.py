@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Sub-command modules, in the order ``--help`` lists them.
@@ -53,3 +54,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"pooling-mdp {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (``| head``); exit quietly as
+        # the Python documentation on SIGPIPE recommends.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1

@@ -100,7 +100,7 @@ def format_equilibrium(equilibrium, exact=None, exact_minimum=None, exact_reques
     if not equilibrium.closed_form_is_best_response:
         lines.append("  the closed-form policy is not known to be a best response here "
                      "(unsustainable, or c_help != c with phi != lambda); solve the one-server fluid "
-                     "problem numerically")
+                     "problem numerically with mdp.solve_fluid_best_response")
 
     law = ", ".join(f"{value:.6g}" for value in response.own_queue_distribution)
     sustainable = "yes" if equilibrium.is_sustainable else "no"
@@ -232,7 +232,7 @@ def format_heterogeneous(result) -> str:
     ]
     for index in range(result.servers):
         lines.append(
-            f"  {index:>6}  {result.arrival_rates[index]:>7.4g}  {result.capacity_rates[index]:>8.4g}  "
+            f"  {index + 1:>6}  {result.arrival_rates[index]:>7.4g}  {result.capacity_rates[index]:>8.4g}  "
             f"{result.loads[index]:>5.4g}  {result.offer_probabilities[index]:>10.4g}  "
             f"{result.token_balances[index]:>13.2g}  {result.processing_rates[index]:>21.4g}  "
             f"{result.central_processing_rates[index]:>19.4g}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import warnings
 
@@ -17,7 +18,9 @@ def register(subparsers) -> None:
         description="Compute server one's best long-run cost when the other N-1 servers pool "
                     "completely, with a certified interval, the cost of complete pooling (CRP) "
                     "and the sub-optimality gap. Time is measured in mean capacity "
-                    "inter-arrival times (capacity rate 1).")
+                    "inter-arrival times (capacity rate 1). Exit status: 0 when the result "
+                    "converged to the tolerance, 1 when it did not (the table says why), 2 on "
+                    "invalid input.")
     parser.add_argument("--arrival-rate", required=True, metavar="LAMBDA",
                         help="job arrival rate per server, in (0, 1)")
     parser.add_argument("--servers", required=True, metavar="N", help="number of servers, an integer >= 2")
@@ -68,6 +71,8 @@ def run(args) -> int:
     check_real("tolerance", tolerance, low=0.0, high=0.1, low_open=True)
     if truncation is not None:
         truncation = check_truncation(truncation)
+    check_output_path("save_policy", args.save_policy, (".npz",))
+    check_output_path("policy_plot", args.policy_plot, (".png", ".pdf", ".svg"))
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -82,10 +87,10 @@ def run(args) -> int:
 
     if args.save_policy:
         from ..policy import save_policy
-        save_policy(result, args.save_policy)
+        print(f"policy written to {save_policy(result, args.save_policy)}", file=sys.stderr)
     if args.policy_plot:
         from ..plots import plot_policy
-        plot_policy(result, args.policy_plot)
+        print(f"policy plot written to {plot_policy(result, args.policy_plot)}", file=sys.stderr)
 
     if args.json:
         payload = result.as_dict()
@@ -95,7 +100,8 @@ def run(args) -> int:
         print(json.dumps(payload, indent=2, default=_json_default))
     else:
         print(format_result(result, bracket))
-    return 0
+    solved = [result] if bracket is None else [bracket.all_servers, bracket.others_only]
+    return 0 if all(item.converged for item in solved) else 1
 
 
 def parse_number(name: str, text):
@@ -105,6 +111,21 @@ def parse_number(name: str, text):
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {text!r}") from None
     return int(value) if value.is_integer() and name in ("servers", "truncation Q1", "truncation Q0") else value
+
+
+def check_output_path(name: str, path, suffixes) -> None:
+    """Raise ``ValueError`` unless ``path`` has one of ``suffixes`` and lies in an existing, writable directory."""
+    if path is None:
+        return
+    if not str(path).lower().endswith(suffixes):
+        raise ValueError(f"{name} must be a file name ending in {' or '.join(suffixes)}, got {path!r}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(f"{name}: directory {directory} does not exist (got {path!r})")
+    if not os.access(directory, os.W_OK):
+        raise ValueError(f"{name}: directory {directory} is not writable (got {path!r})")
+    if os.path.isdir(path):
+        raise ValueError(f"{name} must be a file, but {path!r} is a directory")
 
 
 def _bad_wait_model(value):
@@ -130,6 +151,9 @@ def format_result(result, bracket=None) -> str:
                      "their equilibrium")
     if market.token_probability < market.arrival_rate:
         lines.append("  phi < lambda: complete pooling is infeasible for server one, so the gap may be negative")
+    if market.wait_model == "others":
+        lines.append("  wait model 'others' charges complete pooling with R = N-1 too, so this gap is not a "
+                     "bound on the true gap; --bracket gives that interval")
     width = 100 * result.interval_width
     rows = [
         ("best deviation cost", f"{result.best_cost:.10f}  (feasible policy, exactly evaluated)"),
@@ -146,7 +170,9 @@ def format_result(result, bracket=None) -> str:
         ("token rate", f"{result.token_rate:.3g}  (requests - phi * offers)"),
         ("mean own queue / pool", f"{result.mean_own_queue:.6f} / {result.mean_pool_length:.6f}"),
         ("truncation (Q1, Q0)", f"{result.truncation}, boundary mass {result.boundary_mass:.2g}, "
-                                f"change from smaller truncation {result.truncation_change:.2g}"),
+                                + ("fixed by --truncation (not compared with a larger one)"
+                                   if math.isnan(result.truncation_change)
+                                   else f"change from smaller truncation {result.truncation_change:.2g}")),
         ("lost arrivals", f"{result.lost_rate:.2g} per unit time"),
         ("work", f"{result.value_iterations} value-iteration sweeps, {result.prices_tried} token prices, "
                  f"{result.evaluations} exact policy evaluations, {result.seconds:.2f} s"),
