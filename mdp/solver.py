@@ -34,7 +34,7 @@ from .policy import Policy, check_truncation
 from .validation import check_integer, check_real
 
 # Changes whenever solver results can change, so that cached results are recomputed.
-SOLVER_REVISION = 2
+SOLVER_REVISION = 3
 
 DEFAULT_MAX_STATES = 400_000
 
