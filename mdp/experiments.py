@@ -69,10 +69,9 @@ _COMMON_KEYS = ("kind", "name", "description", "reproduce")
 _DEVIATION_KEYS = _COMMON_KEYS + ("grid", "tolerance", "bracket", "figures")
 _FIGURES_KEYS = _COMMON_KEYS + ("module", "settings")
 
-# Costs are of order 1, so a relative tolerance below 1e-12 is close to double
-# precision rounding and cannot be certified reliably. Above 1e-2 the interval
-# would be as wide as the gaps of a few percent that the tables report.
-TOLERANCE_RANGE = (1e-12, 1e-2)
+# Relative tolerances in (0, 0.1], the range `pooling-mdp solve --tolerance`
+# accepts, so that a point solved on the command line can also be swept.
+TOLERANCE_RANGE = (0.0, 0.1)
 DEFAULT_TOLERANCE = 1e-8
 
 # Upper bound on the points one file may expand to, so that a typo in a range
@@ -189,11 +188,15 @@ def load_experiment(path) -> Experiment:
     Raises
     ------
     ValueError
-        If the file is missing or unreadable, is not valid TOML, or has an
-        unknown key, a value of the wrong type or out of range; the message
-        names the file and the key.
+        If the file is missing, is a directory or cannot be read. Also if it
+        is not valid TOML, or has an unknown key or a value of the wrong type
+        or out of range. The message names the file and the key.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"experiment file {str(path)!r} is a directory, not a file; pass one "
+                         "*.toml file, or run a whole directory with "
+                         "pooling-mdp reproduce --experiments DIR")
     if not path.is_file():
         raise ValueError(f"experiment file {str(path)!r} not found")
     try:
@@ -268,10 +271,11 @@ def find_experiments(directory) -> list:
 def _parse_deviation(data: dict, context) -> dict:
     tolerance = data.get("tolerance", DEFAULT_TOLERANCE)
     low, high = TOLERANCE_RANGE
+    requirement = f"must be a number in ({low:g}, {high:g}], as for pooling-mdp solve --tolerance"
     if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real):
-        raise context.error("tolerance", f"must be a number in [{low:g}, {high:g}]", tolerance)
-    if not (low <= tolerance <= high):
-        raise context.error("tolerance", f"must be a number in [{low:g}, {high:g}]", tolerance)
+        raise context.error("tolerance", requirement, tolerance)
+    if not (low < tolerance <= high):
+        raise context.error("tolerance", requirement, tolerance)
 
     bracket = context.boolean(data, "bracket", False)
 

@@ -7,8 +7,18 @@ Data flow of one ``kind = "deviation"`` experiment::
         -> each finished point stored in the cache as it arrives
         -> results/<name>/table.csv -> figures (mdp.gap_figures) -> metadata.json
 
+The table contains no timings, so runs with the same versions write identical
+tables. Each point's solve time goes to the cache entry and, summed up, to
+``metadata.json``.
+
 A ``kind = "figures"`` experiment imports its module and calls
-``draw_figures(output_dir, settings)``.
+``draw_figures(output_dir, settings)`` on a staging folder next to the
+output folder. The staging folder replaces the output folder only when
+``draw_figures`` succeeds, so an interrupted or failed run leaves the
+previous outputs and their ``metadata.json`` unchanged. That
+``metadata.json`` stores the key of the drawing (:func:`figures_key`) and
+the files written. A later run with the same key skips the module while
+every listed file exists.
 
 The computation of a point is looked up in :data:`COMPUTE` by its task,
 ``"deviation"`` or ``"bracket"``. A caller may pass another function with the
@@ -20,6 +30,7 @@ next one, an interrupted run loses only the points that were being solved.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -27,8 +38,11 @@ import math
 import os
 import platform
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -40,9 +54,8 @@ from .backends import SerialBackend, make_backend
 from .cache import PointCache, default_cache_dir, solver_version
 from .experiments import GRID_PARAMETERS, Experiment, Point
 
-# Columns that measure time; tables from different runs or backends agree on
-# every other column.
-TIMING_COLUMNS = ("seconds",)
+# Bumped when the layout of the key in figures_key() changes.
+FIGURES_KEY_FORMAT = 1
 
 # Leading columns of a table, after the parameters, in this order; the
 # remaining result fields follow in alphabetical order.
@@ -171,6 +184,11 @@ class RunSummary:
         Points whose solver reported ``converged = False``.
     seconds : float
         Wall time of the whole run.
+    backend : str
+        Description of the backend the points were solved on.
+    up_to_date : bool
+        For ``kind = "figures"``: the previous outputs were current, so the
+        module was not run.
     """
 
     name: str
@@ -182,6 +200,7 @@ class RunSummary:
     not_converged: int = 0
     seconds: float = 0.0
     backend: str = "in-process"
+    up_to_date: bool = False
 
     @property
     def ok(self) -> bool:
@@ -190,6 +209,8 @@ class RunSummary:
 
     def describe(self) -> str:
         """Return a one-line summary for the command line."""
+        if self.up_to_date:
+            return f"{self.name}: up to date (from cache) -> {self.output_dir}"
         if self.points:
             text = (f"{self.name}: {self.points} points, {self.solved} solved, "
                     f"{self.cached} from cache, {len(self.failed)} failed")
@@ -215,7 +236,8 @@ def run_experiment(experiment: Experiment, *, output_root="results", cache: Poin
         Where finished points are looked up and stored; ``None`` keeps nothing.
     fresh : bool
         Solve every point again even if the cache contains it (the new results
-        replace the cached ones).
+        replace the cached ones), or run a figures module even if its outputs
+        are up to date.
     backend : backend object or None
         Where points are solved (see :mod:`mdp.backends`); ``None`` solves in
         this process.
@@ -233,28 +255,36 @@ def run_experiment(experiment: Experiment, *, output_root="results", cache: Poin
     Raises
     ------
     KeyboardInterrupt
-        Passed on after the points finished so far have been stored.
+        Passed on after the points finished so far have been stored. Also
+        raised when Ctrl-C reached a figure or figures module that turned it
+        into another exception.
     """
     output_dir = Path(output_root) / experiment.name
-    output_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(name=experiment.name, output_dir=output_dir,
                          backend=getattr(backend, "description", "in-process"))
     start = time.perf_counter()
     stages = {}
+    metadata = {"output_root": Path(output_root), "backend": backend, "command": command}
 
-    if experiment.kind == "figures":
-        _run_figures_module(experiment, output_dir, summary, stages)
-    else:
-        _run_deviation(experiment, output_dir, summary, stages, cache=cache, fresh=fresh,
-                       backend=backend or SerialBackend(), compute=compute, progress=progress)
+    with _watch_interrupts() as interrupts:
+        if experiment.kind == "figures":
+            _run_figures_experiment(experiment, output_dir, summary, stages, fresh=fresh,
+                                    interrupts=interrupts, start=start, metadata=metadata)
+            return summary
 
-    summary.seconds = time.perf_counter() - start
-    write_metadata(output_dir / "metadata.json", experiment, summary, stages, backend, command)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        timings = _run_deviation(experiment, output_dir, summary, stages, cache=cache, fresh=fresh,
+                                 backend=backend or SerialBackend(), compute=compute,
+                                 progress=progress, interrupts=interrupts)
+        summary.seconds = time.perf_counter() - start
+        write_metadata(output_dir / "metadata.json", experiment, summary, stages,
+                       point_seconds=timings, **metadata)
     return summary
 
 
 def _run_deviation(experiment, output_dir, summary, stages, *, cache, fresh, backend, compute,
-                   progress):
+                   progress, interrupts):
+    """Solve, tabulate and plot a sweep; return the per-point timing summary for the metadata."""
     clock = time.perf_counter()
     points = experiment.points()
     summary.points = len(points)
@@ -262,6 +292,7 @@ def _run_deviation(experiment, output_dir, summary, stages, *, cache, fresh, bac
     arrays = [None] * len(points)
     errors = [None] * len(points)
     keys = [None] * len(points)
+    seconds = [None] * len(points)
     stages["expand"] = time.perf_counter() - clock
 
     # Cache lookup.
@@ -285,25 +316,35 @@ def _run_deviation(experiment, output_dir, summary, stages, *, cache, fresh, bac
     work = [(index, points[index]) for index in missing]
     if compute is None and points:
         compute = COMPUTE[points[0].task]
-    bar = _progress_bar(len(work), experiment.name, progress)
+    # No bar at all when every point came from the cache.
+    bar = _progress_bar(len(work), experiment.name, progress and bool(work))
     try:
-        for index, row, point_arrays, error, seconds in backend.map(solve_point, compute, work):
+        for index, row, point_arrays, error, point_seconds in backend.map(solve_point, compute,
+                                                                          work):
             if error is None:
-                row = {**row, "seconds": seconds}
+                # The cache entry keeps the solve time; the table does not.
                 if cache is not None:
-                    cache.store(keys[index], row, point_arrays)
+                    cache.store(keys[index], {**row, "seconds": point_seconds}, point_arrays)
                 rows[index], arrays[index] = row, point_arrays
                 summary.solved += 1
             else:
                 errors[index] = error
-                rows[index], arrays[index] = {"seconds": seconds}, {}
+                rows[index], arrays[index] = {}, {}
+            seconds[index] = point_seconds
             bar.update(1)
     finally:
         bar.close()
     stages["solve"] = time.perf_counter() - clock
 
-    # Table.
+    # Table, without timings, so that it is identical across runs.
     clock = time.perf_counter()
+    for index, row in enumerate(rows):
+        if row and "seconds" in row:
+            row = dict(row)
+            stored = row.pop("seconds")
+            if seconds[index] is None:
+                seconds[index] = stored
+            rows[index] = row
     table, order = build_table(points, rows, errors)
     _write_text(output_dir / "table.csv", table.to_csv(index=False))
     summary.failed = [f"{points[index].describe()}: {errors[index]}"
@@ -321,8 +362,30 @@ def _run_deviation(experiment, output_dir, summary, stages, *, cache, fresh, bac
         try:
             FIGURES[figure](table, output_dir, sorted_arrays)
         except Exception as exception:  # noqa: BLE001 - one bad figure must not hide the others
+            interrupts.raise_if_interrupted(exception)
             summary.failed.append(f"figure {figure!r}: {type(exception).__name__}: {exception}")
+        interrupts.raise_if_interrupted()
     stages["figures"] = time.perf_counter() - clock
+    return point_timings(points, seconds)
+
+
+def point_timings(points: list, seconds: list) -> dict:
+    """Summarise the solve time of every point whose time is known.
+
+    A point read from the cache has the time it took when it was solved, so
+    ``total`` estimates the time to solve the whole grid on one worker.
+    """
+    timed = [(value, index) for index, value in enumerate(seconds)
+             if value is not None and not math.isnan(value)]
+    if not timed:
+        return {"points": 0, "total": 0.0, "max": None, "slowest_point": None}
+    slowest, index = max(timed)
+    return {
+        "points": len(timed),
+        "total": round(sum(value for value, _ in timed), 3),
+        "max": round(slowest, 3),
+        "slowest_point": points[index].describe(),
+    }
 
 
 def _expected_work(point: Point) -> float:
@@ -356,8 +419,7 @@ def build_table(points: list, rows: list, errors: list):
     -------
     table : DataFrame
         One row per point: the parameters, then :data:`RESULT_COLUMNS`, the
-        other result fields in alphabetical order, ``error`` and the timing
-        columns.
+        other result fields in alphabetical order and ``error``.
     order : list of int
         ``order[i]`` is the index into ``points`` of the table's row ``i``.
     """
@@ -379,29 +441,193 @@ def build_table(points: list, rows: list, errors: list):
     table = pd.DataFrame([records[index] for index in order])
 
     leading = parameter_columns + [name for name in RESULT_COLUMNS if name in table]
-    trailing = ["error"] + [name for name in TIMING_COLUMNS if name in table]
+    trailing = ["error"]
     # Alphabetical, so the order does not depend on whether rows came from the cache.
     middle = sorted(name for name in table.columns if name not in leading and name not in trailing)
     return table[leading + middle + trailing], order
 
 
-def _run_figures_module(experiment, output_dir, summary, stages):
+def _run_figures_experiment(experiment, output_dir, summary, stages, *, fresh, interrupts, start,
+                            metadata):
+    """Run a figures module into a staging folder and swap it in on success.
+
+    The module is skipped when ``output_dir/metadata.json`` has the same key
+    and every file it lists exists, unless ``fresh`` is set.
+    """
     clock = time.perf_counter()
+    module = _import_figures_module(experiment, summary)
+    if module is None:
+        _keep_previous_outputs(experiment, output_dir, summary, stages, start, metadata)
+        return
+    key = figures_key(experiment, module)
+    if not fresh and figures_up_to_date(output_dir, key):
+        summary.up_to_date = True
+        summary.seconds = time.perf_counter() - start
+        return
+
+    staging = output_dir.with_name(f".{output_dir.name}.partial")
+    _remove_tree(staging)
+    staging.mkdir(parents=True)
+    try:
+        try:
+            module.draw_figures(staging, dict(experiment.settings))
+        except Exception as exception:  # noqa: BLE001 - reported in the run summary
+            interrupts.raise_if_interrupted(exception)
+            summary.failed.append(f"{experiment.module}.draw_figures failed: "
+                                  f"{type(exception).__name__}: {exception}")
+        interrupts.raise_if_interrupted()
+        stages["figures"] = time.perf_counter() - clock
+
+        if summary.failed:
+            _remove_tree(staging)
+            _keep_previous_outputs(experiment, output_dir, summary, stages, start, metadata)
+            return
+
+        files = sorted(path.relative_to(staging).as_posix() for path in staging.rglob("*")
+                       if path.is_file() and path.name != "metadata.json")
+        summary.seconds = time.perf_counter() - start
+        write_metadata(staging / "metadata.json", experiment, summary, stages,
+                       figures={"key": key, "files": files}, **metadata)
+        with interrupts.deferred():
+            _replace_directory(staging, output_dir)
+    finally:
+        # Only left over when draw_figures or the swap was interrupted.
+        _remove_tree(staging)
+
+
+def _import_figures_module(experiment, summary):
+    """Return the experiment's module, or ``None`` after recording why it cannot be used."""
     try:
         module = importlib.import_module(experiment.module)
     except ModuleNotFoundError as error:
         summary.failed.append(f"module {experiment.module!r} cannot be imported: {error}")
-    else:
-        draw = getattr(module, "draw_figures", None)
-        if draw is None:
-            summary.failed.append(f"module {experiment.module!r} has no function draw_figures")
-        else:
-            try:
-                draw(output_dir, dict(experiment.settings))
-            except Exception as exception:  # noqa: BLE001 - reported in the run summary
-                summary.failed.append(f"{experiment.module}.draw_figures failed: "
-                                      f"{type(exception).__name__}: {exception}")
-    stages["figures"] = time.perf_counter() - clock
+        return None
+    if getattr(module, "draw_figures", None) is None:
+        summary.failed.append(f"module {experiment.module!r} has no function draw_figures")
+        return None
+    return module
+
+
+def _keep_previous_outputs(experiment, output_dir, summary, stages, start, metadata):
+    """Record a failed figures experiment without touching the outputs of an earlier run.
+
+    ``metadata.json`` with the failure is written only when the folder has no
+    earlier ``metadata.json``. Without a stored key the next run retries.
+    """
+    summary.seconds = time.perf_counter() - start
+    if (output_dir / "metadata.json").exists():
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_metadata(output_dir / "metadata.json", experiment, summary, stages, **metadata)
+
+
+def figures_key(experiment: Experiment, module) -> dict:
+    """Return what the outputs of a figures experiment depend on.
+
+    The key contains the module name, its settings, the package version, the
+    solver revision and the module's ``FIGURES_REVISION`` (``None`` if it
+    defines none). A module that changes its output without a new package
+    version should raise its ``FIGURES_REVISION``.
+    """
+    from .solver import SOLVER_REVISION
+    from . import __version__
+
+    key = {
+        "key_format": FIGURES_KEY_FORMAT,
+        "module": experiment.module,
+        "settings": experiment.settings,
+        "package_version": __version__,
+        "solver_revision": int(SOLVER_REVISION),
+        "figures_revision": getattr(module, "FIGURES_REVISION", None),
+    }
+    # The JSON round trip makes the key compare equal to the one read back
+    # from metadata.json (tuples become lists, TOML dates become strings).
+    return json.loads(json.dumps(key, default=str))
+
+
+def figures_up_to_date(output_dir: Path, key: dict) -> bool:
+    """Return True if ``output_dir/metadata.json`` has ``key`` and every file it lists exists."""
+    try:
+        stored = json.loads((Path(output_dir) / "metadata.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    figures = stored.get("figures") if isinstance(stored, dict) else None
+    if not isinstance(figures, dict) or figures.get("key") != key:
+        return False
+    files = figures.get("files")
+    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+        return False
+    return all((Path(output_dir) / name).is_file() for name in files)
+
+
+def _replace_directory(staging: Path, target: Path) -> None:
+    """Move ``staging`` to ``target``, removing the old ``target`` once the new one is in place."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    previous = target.with_name(f".{target.name}.previous")
+    _remove_tree(previous)
+    os.replace(target, previous)
+    os.replace(staging, target)
+    _remove_tree(previous)
+
+
+def _remove_tree(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+
+
+class _InterruptWatch:
+    """SIGINT handler that records Ctrl-C while an experiment runs.
+
+    Code that catches every ``Exception`` to report a failure (a figure,
+    a figures module) can receive Ctrl-C as another exception, for example
+    when a library wraps it. Such handlers call :meth:`raise_if_interrupted`,
+    so that Ctrl-C still stops the run instead of being reported as a failure.
+    """
+
+    def __init__(self):
+        self.interrupted = False
+        self._deferring = False
+
+    def handle(self, signum, frame):
+        self.interrupted = True
+        if not self._deferring:
+            raise KeyboardInterrupt
+
+    def raise_if_interrupted(self, cause: BaseException | None = None) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt from cause
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """Hold Ctrl-C back until the block ends, so that its steps are not split."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        self.raise_if_interrupted()
+
+
+@contextlib.contextmanager
+def _watch_interrupts():
+    """Install an :class:`_InterruptWatch` as the SIGINT handler for the block.
+
+    Only Python's default handler is replaced, and only in the main thread,
+    where signal handlers can be set. Elsewhere the watch records nothing.
+    """
+    watch = _InterruptWatch()
+    replace = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if not replace:
+        yield watch
+        return
+    signal.signal(signal.SIGINT, watch.handle)
+    try:
+        yield watch
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_many(experiments: list, *, output_root="results", cache_dir=None, fresh=False, jobs=None,
@@ -434,9 +660,13 @@ def run_many(experiments: list, *, output_root="results", cache_dir=None, fresh=
     Raises
     ------
     ValueError
-        If ``jobs`` is not positive or the Dask scheduler cannot be reached.
+        If ``jobs`` is not positive, the Dask scheduler cannot be reached, or
+        the output or cache directory is a file or cannot be created.
     """
-    cache = PointCache(cache_dir or default_cache_dir(), solver_version())
+    cache_dir = cache_dir or default_cache_dir()
+    prepare_directory(output_root, "output_root")
+    prepare_directory(cache_dir, "cache_dir")
+    cache = PointCache(cache_dir, solver_version())
     needs_solver = any(experiment.kind == "deviation" for experiment in experiments)
     summaries = []
     with make_backend(jobs=jobs, scheduler=scheduler, start=needs_solver) as backend:
@@ -450,21 +680,52 @@ def run_many(experiments: list, *, output_root="results", cache_dir=None, fresh=
     return summaries
 
 
+def prepare_directory(path, option: str) -> Path:
+    """Create the directory ``path`` if it is missing and check that files can be written to it.
+
+    ``option`` names the setting in the message, such as ``--output``.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is an existing file, cannot be created or is not writable.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {str(path)!r} is an existing file, not a directory; "
+                         "pass a directory (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{option} {str(path)!r}: cannot create the directory: "
+                         f"{error.strerror or error}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {str(path)!r} is not writable; pass a directory you can "
+                         "write to")
+    return path
+
+
 # ---------------------------------------------------------------------------
 # Provenance.
 
-def write_metadata(path: Path, experiment: Experiment, summary: RunSummary, stages: dict,
-                   backend, command: str | None) -> None:
-    """Write ``metadata.json``: versions, git commit, command, machine, timings and counts."""
+def write_metadata(path: Path, experiment: Experiment, summary: RunSummary, stages: dict, *,
+                   output_root, backend, command: str | None, point_seconds: dict | None = None,
+                   figures: dict | None = None) -> None:
+    """Write ``metadata.json``: versions, git commit, command, machine, timings and counts.
+
+    Paths are stored relative to the working directory, so that committed
+    metadata does not contain the developer's home or checkout path.
+    ``point_seconds`` is the solve-time summary of a sweep (:func:`point_timings`).
+    ``figures`` is the key and file list of a figures experiment.
+    """
     metadata = {
         "experiment": experiment.name,
-        "experiment_file": str(experiment.path),
+        "experiment_file": relative_path(experiment.path),
         "kind": experiment.kind,
         "description": experiment.description,
         "command": command if command is not None else " ".join(sys.argv),
-        "started_in": os.getcwd(),
         "versions": library_versions(),
-        "git_commit": git_commit(),
+        "git_commit": git_commit(exclude=output_root),
         "machine": machine_description(),
         "backend": summary.backend,
         "points": summary.points,
@@ -476,6 +737,8 @@ def write_metadata(path: Path, experiment: Experiment, summary: RunSummary, stag
         "total_seconds": round(summary.seconds, 3),
         "stage_seconds": {name: round(value, 3) for name, value in stages.items()},
     }
+    if point_seconds is not None:
+        metadata["point_seconds"] = point_seconds
     if experiment.kind == "deviation":
         metadata["tolerance"] = experiment.tolerance
         metadata["bracket"] = experiment.bracket
@@ -483,6 +746,8 @@ def write_metadata(path: Path, experiment: Experiment, summary: RunSummary, stag
     else:
         metadata["module"] = experiment.module
         metadata["settings"] = experiment.settings
+    if figures is not None:
+        metadata["figures"] = figures
     _write_json(path, metadata)
 
 
@@ -491,12 +756,14 @@ def write_run_summary(path, summaries: list, seconds: float, command: str | None
     """Write the timing of a multi-experiment run (``pooling-mdp reproduce``) to ``path``.
 
     Each experiment's own ``metadata.json`` has the details; this file puts
-    their wall times and point counts side by side with the total.
+    their wall times and point counts side by side with the total. The git
+    commit ignores changes inside the directory of ``path``, the results.
     """
+    path = Path(path)
     data = {
         "command": command if command is not None else " ".join(sys.argv),
         "versions": library_versions(),
-        "git_commit": git_commit(),
+        "git_commit": git_commit(exclude=path.parent),
         "machine": machine_description(),
         "backend": backend_description,
         "total_seconds": round(seconds, 3),
@@ -506,12 +773,12 @@ def write_run_summary(path, summaries: list, seconds: float, command: str | None
                 "points": summary.points,
                 "points_from_cache": summary.cached,
                 "points_solved": summary.solved,
+                "up_to_date": summary.up_to_date,
                 "failures": len(summary.failed),
             }
             for summary in summaries
         },
     }
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_json(path, data)
 
@@ -536,18 +803,42 @@ def library_versions() -> dict:
     return versions
 
 
-def git_commit() -> str | None:
-    """Return the current git commit of the package's repository (with ``-dirty``), or ``None``."""
-    directory = Path(__file__).resolve().parent
+def git_commit(exclude=None) -> str | None:
+    """Return the git commit of the working directory's repository, or ``None`` outside one.
+
+    The commit gets the suffix ``-dirty`` if a tracked file has uncommitted
+    changes. Changes under ``exclude`` (the output directory, which the run
+    itself rewrites) do not count. The working directory is used, not the
+    package's location, because the results belong to the repository they are
+    written into, and an installed package may come from elsewhere.
+    """
+    def git(*arguments):
+        return subprocess.run(["git", *arguments], cwd=Path.cwd(), capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                cwd=directory, capture_output=True, text=True, timeout=10,
-                                check=True).stdout.strip()
+        commit = git("rev-parse", "HEAD")
+        top = Path(git("rev-parse", "--show-toplevel")).resolve()
+        pathspecs = [":/"]
+        if exclude is not None:
+            excluded = Path(exclude).resolve()
+            if excluded == top:
+                return commit
+            if excluded.is_relative_to(top):
+                pathspecs.append(f":(top,exclude){excluded.relative_to(top).as_posix()}")
+        status = git("status", "--porcelain", "--untracked-files=no", "--", *pathspecs)
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}-dirty" if status else commit
+
+
+def relative_path(path) -> str:
+    """Return ``path`` relative to the working directory, with ``/`` separators."""
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), Path.cwd().resolve())).as_posix()
+    except ValueError:
+        # On Windows a path on another drive has no relative form.
+        return Path(path).resolve().as_posix()
 
 
 def machine_description() -> dict:

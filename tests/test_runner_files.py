@@ -14,7 +14,7 @@ from mdp.backends import DaskBackend, make_backend
 from mdp.cache import PointCache
 from mdp.experiments import find_experiments, load_experiment
 from mdp.gap_figures import minimum_servers
-from mdp.runner import run_experiment
+from mdp.runner import COMPUTE, run_experiment
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +80,12 @@ def test_project_experiments_are_valid():
     (VALID.replace("tolerance = 1e-6", "tolerance = 1e-6\ncolour = 'red'"), "unknown key 'colour'"),
     (VALID.replace("servers =", "server ="), "unknown key 'grid.server'"),
     (VALID.replace("tolerance = 1e-6", "tolerance = 'small'"), "'tolerance' must be a number"),
-    (VALID.replace("tolerance = 1e-6", "tolerance = 0.5"), "'tolerance' must be a number in"),
+    (VALID.replace("tolerance = 1e-6", "tolerance = 0.5"),
+     "'tolerance' must be a number in (0, 0.1]"),
+    (VALID.replace("tolerance = 1e-6", "tolerance = 0.0"),
+     "'tolerance' must be a number in (0, 0.1]"),
+    (VALID.replace("tolerance = 1e-6", "tolerance = nan"),
+     "'tolerance' must be a number in (0, 0.1]"),
     (VALID.replace("[0.7, 0.8]", "[0.7, 1.2]"), "arrival_rate must be in (0, 1)"),
     (VALID.replace("[0.7, 0.8]", "['fast']"), "'grid.arrival_rate' must be a finite number"),
     (VALID.replace("{start = 2, stop = 4}", "[1, 2]"), "servers must be an integer in [2"),
@@ -116,10 +121,69 @@ def test_cli_bad_file_exits_2(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("tolerance", [0.1, 1e-13, 1e-8])
+def test_tolerance_range_matches_solve(tmp_path, tolerance):
+    # pooling-mdp solve --tolerance accepts (0, 0.1]; experiment files accept the same.
+    experiment = load_experiment(write(tmp_path, VALID.replace("1e-6", repr(tolerance))))
+    assert experiment.tolerance == tolerance
+
+
 def test_cli_missing_file_exits_2(tmp_path, monkeypatch, capsys):
     status = run_cli(["run", str(tmp_path / "absent.toml")], monkeypatch)
     assert status == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_cli_directory_as_file_exits_2(tmp_path, monkeypatch, capsys):
+    status = run_cli(["run", str(tmp_path)], monkeypatch)
+    error = capsys.readouterr().err
+    assert status == 2
+    assert "is a directory, not a file" in error
+    assert "not found" not in error
+    assert len(error.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("option", ["--output", "--cache"])
+def test_cli_file_as_directory_exits_2(tmp_path, monkeypatch, capsys, option):
+    path = write(tmp_path, VALID)
+    occupied = tmp_path / "occupied"
+    occupied.write_text("a file\n")
+    other = "--cache" if option == "--output" else "--output"
+    calls = []
+    monkeypatch.setitem(COMPUTE, "deviation", lambda point: calls.append(point))
+    status = run_cli(["run", str(path), "--jobs", "1", option, str(occupied),
+                      other, str(tmp_path / "other")], monkeypatch)
+    error = capsys.readouterr().err
+    assert status == 2
+    assert f"{option} {str(occupied)!r} is an existing file, not a directory" in error
+    assert len(error.strip().splitlines()) == 1
+    assert calls == []
+    assert occupied.read_text() == "a file\n"
+
+
+def test_cli_uncreatable_directory_exits_2(tmp_path, monkeypatch, capsys):
+    path = write(tmp_path, VALID)
+    (tmp_path / "occupied").write_text("a file\n")
+    status = run_cli(["run", str(path), "--output", str(tmp_path / "occupied" / "results"),
+                      "--cache", str(tmp_path / "cache")], monkeypatch)
+    error = capsys.readouterr().err
+    assert status == 2
+    assert "--output" in error
+    assert "cannot create the directory" in error
+    assert len(error.strip().splitlines()) == 1
+
+
+def test_cli_creates_missing_directories(tmp_path, monkeypatch):
+    # A figures module that cannot be imported fails at once, so nothing is solved.
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    write(experiments, "kind = 'figures'\nmodule = 'mdp.no_such_figures'\nreproduce = true\n")
+    status = run_cli(["reproduce", "--experiments", str(experiments),
+                      "--output", str(tmp_path / "new" / "results"),
+                      "--cache", str(tmp_path / "new" / "cache")], monkeypatch)
+    assert status == 1
+    assert (tmp_path / "new" / "results").is_dir()
+    assert (tmp_path / "new" / "cache").is_dir()
 
 
 def test_cli_missing_experiments_dir_exits_2(tmp_path, monkeypatch, capsys):

@@ -5,6 +5,8 @@ experiments directory that has ``reproduce = true``. It then pins the installed
 library versions in ``<output>/constraints.txt`` and records the time of every
 experiment in ``<output>/reproduce.json``. Both commands print one summary line
 per experiment on stderr and exit with status 1 if any point or figure failed.
+Ctrl-C stops them at once: ``reproduce`` then runs no further experiment and
+leaves ``constraints.txt`` and ``reproduce.json`` as they were.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def _positive_integer(text: str) -> int:
 def handle_run(args) -> int:
     """Run one experiment file; return the exit status."""
     experiment = load_experiment(args.file)
+    _prepare_directories(args)
     status, _ = _run([experiment], args)
     return status
 
@@ -77,6 +80,7 @@ def handle_reproduce(args) -> int:
     experiments = [item for item in find_experiments(args.experiments) if item.reproduce]
     if not experiments:
         raise ValueError(f"no experiment file in {args.experiments!r} has reproduce = true")
+    _prepare_directories(args)
     start = time.perf_counter()
     status, summaries = _run(experiments, args)
     elapsed = time.perf_counter() - start
@@ -88,6 +92,15 @@ def handle_reproduce(args) -> int:
     print(f"library versions pinned in {output / 'constraints.txt'}, "
           f"timings in {output / 'reproduce.json'}", file=sys.stderr)
     return status
+
+
+def _prepare_directories(args) -> None:
+    """Create the output and cache directories, or reject them before anything is solved."""
+    from ..cache import default_cache_dir
+    from ..runner import prepare_directory
+
+    prepare_directory(args.output, "--output")
+    prepare_directory(args.cache or default_cache_dir(), "--cache")
 
 
 def _command() -> str:
