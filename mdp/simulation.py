@@ -399,9 +399,17 @@ def check_policy_market(policy: Policy, settings: SimulationSettings) -> None:
     )
     for name, simulated, expected in checks:
         if not np.allclose(simulated, expected, rtol=_RATE_TOLERANCE, atol=0.0):
-            shown = simulated if np.ndim(simulated) == 0 else sorted(set(np.round(simulated, 12)))
-            raise ValueError(f"the policy was computed for {name} {expected!r}, but the simulated market "
-                             f"has {shown!r}; simulate the policy's own market")
+            raise ValueError(f"the policy was computed for {name} {_format_values(expected)}, but the "
+                             f"simulated market has {_format_values(simulated)}; simulate the policy's "
+                             "own market")
+
+
+def _format_values(values) -> str:
+    """Format a number, or the distinct values of an array, as plain Python numbers for a message."""
+    if np.ndim(values) == 0:
+        return repr(values.item() if isinstance(values, np.generic) else values)
+    distinct = [float(value) for value in np.unique(np.round(values, 12))]
+    return repr(distinct[0]) if len(distinct) == 1 else repr(distinct)
 
 
 def _check_rates(arrival_rates, capacity_rates):
@@ -428,7 +436,7 @@ def _float_vector(name, values) -> np.ndarray:
     if vector.ndim != 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {vector.shape}")
     if not np.all(np.isfinite(vector)):
-        raise ValueError(f"{name} must be finite, got {values!r}")
+        raise ValueError(f"{name} must be finite, got {vector.tolist()}")
     return vector
 
 

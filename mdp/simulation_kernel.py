@@ -18,14 +18,25 @@ event touches O(1) servers. At each batch boundary every server is brought up
 to date and the cumulative statistics are copied into ``snapshots``. The
 caller takes differences of consecutive snapshots to obtain batch means.
 
+The compiled loop runs a bounded number of events per call and keeps its whole
+state in a :class:`MarketState` between calls. :func:`run_market` calls it
+until the run ends, so Python gets control back every ``chunk_events`` events
+and a Ctrl-C raises ``KeyboardInterrupt`` there. A Numba function cannot be
+interrupted while it runs.
+
 The kernel only reads the arrays it is given and writes into its output
-buffers; it allocates only when a ring buffer grows.
+buffers and its state. It allocates only when a ring buffer grows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
+from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ._numba import jit
@@ -51,6 +62,29 @@ STATISTIC_COUNT = 14
 # Exit codes of the kernel.
 FINISHED = 0
 QUEUE_LIMIT_REACHED = 1
+EVENT_LIMIT_REACHED = 2     # the chunk is done; call the kernel again to go on
+
+# Entries of MarketState.counters.
+EVENTS = 0
+DECISIONS = 1
+DECISIONS_OUTSIDE_GRID = 2
+LOGGED = 3
+NEXT_BOUNDARY = 4
+NEXT_SAMPLE = 5
+POOL_HEAD = 6
+POOL_LENGTH = 7
+JOBS_IN_SYSTEM = 8
+COUNTER_COUNT = 9
+
+# Entries of MarketState.clock.
+TIME = 0
+HISTOGRAM_TIME = 1          # time up to which the pool-length histogram is counted
+
+# Events per call of the compiled loop. At the 5 million events per second
+# that benchmarks/bench_simulation.py requires, a call takes at most 0.2 s.
+# Each call costs about 5 microseconds of argument passing (measured with
+# one-event chunks), which is negligible here.
+CHUNK_EVENTS = 1_000_000
 
 # A ring buffer never grows past this many jobs; a run that needs more is
 # unstable for all practical purposes and stops with QUEUE_LIMIT_REACHED.
@@ -96,15 +130,71 @@ def _grow_own_queues(own_arrival, own_head, own_length):
     return grown
 
 
+@dataclass(eq=False)
+class MarketState:
+    """The state of the market between two calls of the compiled loop.
+
+    The ring buffers and the histogram are replaced when they grow, so the
+    loop returns them and :func:`run_market` stores the new arrays here.
+    """
+
+    counters: np.ndarray        # int64, indexed by EVENTS ... JOBS_IN_SYSTEM
+    clock: np.ndarray           # float64, indexed by TIME and HISTOGRAM_TIME
+    statistics: np.ndarray      # (N, STATISTIC_COUNT), cumulative from time zero
+    last_update: np.ndarray     # time up to which each server's integrals are counted
+    own_length: np.ndarray
+    pending: np.ndarray         # refused requests still waiting for a token
+    pool_count: np.ndarray      # each server's jobs in the pool
+    own_head: np.ndarray
+    own_arrival: np.ndarray     # (N, capacity) ring buffers of arrival times
+    pool_owner: np.ndarray
+    pool_arrival: np.ndarray
+    pool_sent: np.ndarray
+    histogram: np.ndarray       # time with 0, 1, 2, ... jobs in the pool after the warm-up
+
+    @classmethod
+    def empty(cls, servers: int, warm_up: float) -> "MarketState":
+        """Return the state at time zero: empty queues and an empty pool."""
+        clock = np.zeros(2)
+        clock[HISTOGRAM_TIME] = warm_up
+        own_capacity = 16
+        pool_capacity = 64
+        return cls(
+            counters=np.zeros(COUNTER_COUNT, np.int64),
+            clock=clock,
+            statistics=np.zeros((servers, STATISTIC_COUNT)),
+            last_update=np.zeros(servers),
+            own_length=np.zeros(servers, np.int64),
+            pending=np.zeros(servers, np.int64),
+            pool_count=np.zeros(servers, np.int64),
+            own_head=np.zeros(servers, np.int64),
+            own_arrival=np.empty((servers, own_capacity)),
+            pool_owner=np.empty(pool_capacity, np.int64),
+            pool_arrival=np.empty(pool_capacity),
+            pool_sent=np.empty(pool_capacity),
+            histogram=np.zeros(pool_capacity + 1),
+        )
+
+
 @jit
+def _seed_random(seed):
+    # Numba keeps its own generator per thread, which only compiled code can seed.
+    np.random.seed(seed)
+
+
 def run_market(alias_probability, alias_index, total_rate,
                keep_limit, keep_probability, help_probability, own_first,
                follows_file, transfer_probability, capacity_cumulative,
                token_probability, fluid, balance,
                boundaries, snapshots, seed,
                trace_interval, trace_servers, trace_balances, trace_pool, trace_jobs,
-               log_owner, log_arrival, log_sent, log_completion, log_processor):
+               log_owner, log_arrival, log_sent, log_completion, log_processor,
+               chunk_events=None):
     """Simulate the market from empty queues until ``boundaries[-1]``.
+
+    The compiled loop runs ``chunk_events`` events per call, so a
+    ``KeyboardInterrupt`` is raised within one chunk. The chunk size does not
+    change the result: every chunk continues the same random stream.
 
     Parameters
     ----------
@@ -148,13 +238,113 @@ def run_market(alias_probability, alias_index, total_rate,
     log_owner, log_arrival, log_sent, log_completion, log_processor : ndarray
         Filled with the first jobs completed after the warm-up; ``log_sent`` is
         NaN for a job its owner processed.
+    chunk_events : int, optional
+        Events per call of the compiled loop, >= 1; ``CHUNK_EVENTS`` by default.
 
     Returns
     -------
     tuple
         ``(status, events, pool_histogram, decisions, decisions_outside_grid, logged)``.
     """
-    np.random.seed(seed)
+    if chunk_events is None:
+        chunk_events = CHUNK_EVENTS
+    state = MarketState.empty(keep_limit.shape[0], boundaries[0])
+    arguments = (alias_probability, alias_index, total_rate,
+                 keep_limit, keep_probability, help_probability, own_first,
+                 follows_file, transfer_probability, capacity_cumulative,
+                 token_probability, fluid, balance,
+                 boundaries, snapshots,
+                 trace_interval, trace_servers, trace_balances, trace_pool, trace_jobs,
+                 log_owner, log_arrival, log_sent, log_completion, log_processor)
+    # Compile (or load from the cache) before SIGINT is deferred, so that Ctrl-C
+    # still stops a compilation, which can take several seconds.
+    _advance_market.compile(tuple(numba.typeof(value) for value in
+                                  (*arguments, *_state_arrays(state), state.counters[EVENTS])))
+
+    # NOTE: the chunks share Numba's per-thread generator, so no other compiled
+    # code may draw random numbers on this thread until the run ends.
+    _seed_random(seed)
+    status = EVENT_LIMIT_REACHED
+    with _interrupts_between_calls() as deliver_interrupt:
+        while status == EVENT_LIMIT_REACHED:
+            event_limit = state.counters[EVENTS] + chunk_events
+            (status, state.own_arrival, state.pool_owner, state.pool_arrival, state.pool_sent,
+             state.histogram) = _advance_market(*arguments, *_state_arrays(state), event_limit)
+            deliver_interrupt()
+    counters = state.counters
+    return (status, int(counters[EVENTS]), state.histogram, int(counters[DECISIONS]),
+            int(counters[DECISIONS_OUTSIDE_GRID]), int(counters[LOGGED]))
+
+
+def _state_arrays(state: MarketState) -> tuple:
+    return (state.counters, state.clock, state.statistics, state.last_update, state.own_length,
+            state.pending, state.pool_count, state.own_head,
+            state.own_arrival, state.pool_owner, state.pool_arrival, state.pool_sent, state.histogram)
+
+
+@contextlib.contextmanager
+def _interrupts_between_calls():
+    """Hold back SIGINT while compiled code runs; the yielded function passes it on.
+
+    A Python signal handler runs at the next Python bytecode. Numba 0.68 runs
+    a Python function (``numba.core.serialize._numba_unpickle``) while it boxes
+    the arrays that a compiled function returns, and a ``KeyboardInterrupt``
+    raised there becomes ``SystemError: ... returned a result with an
+    exception set``. So the handler here only records the signal, and the
+    yielded function calls the previous handler, which raises
+    ``KeyboardInterrupt`` by default. Nothing is deferred outside the main
+    thread, where Python never runs signal handlers, or when SIGINT has no
+    Python handler (ignored or the operating system's default).
+    """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):
+        yield lambda: None
+        return
+
+    frames = []
+
+    def record(signal_number, frame):
+        frames.append(frame)
+
+    def deliver():
+        if frames:
+            frame = frames[0]
+            frames.clear()
+            previous(signal.SIGINT, frame)
+
+    signal.signal(signal.SIGINT, record)
+    try:
+        yield deliver
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@jit
+def _advance_market(alias_probability, alias_index, total_rate,
+                    keep_limit, keep_probability, help_probability, own_first,
+                    follows_file, transfer_probability, capacity_cumulative,
+                    token_probability, fluid, balance,
+                    boundaries, snapshots,
+                    trace_interval, trace_servers, trace_balances, trace_pool, trace_jobs,
+                    log_owner, log_arrival, log_sent, log_completion, log_processor,
+                    counters, clock, statistics, last_update, own_length, pending, pool_count, own_head,
+                    own_arrival, pool_owner, pool_arrival, pool_sent, histogram,
+                    event_limit):
+    """Continue the market from ``counters`` and ``clock`` until the run ends or ``event_limit`` events.
+
+    The arguments are those of :func:`run_market` and the fields of
+    :class:`MarketState`, which this function updates in place. It stops only
+    between events, so the next call draws the next random number of the same
+    stream.
+
+    Returns
+    -------
+    tuple
+        ``(status, own_arrival, pool_owner, pool_arrival, pool_sent, histogram)``,
+        the last five possibly grown.
+    """
     servers = keep_limit.shape[0]
     kinds = alias_probability.shape[0]
     own_grid_limit = transfer_probability.shape[0] - 1
@@ -164,33 +354,19 @@ def run_market(alias_probability, alias_index, total_rate,
     sample_count = trace_pool.shape[0]
     log_size = log_owner.shape[0]
 
-    statistics = np.zeros((servers, STATISTIC_COUNT))
-    last_update = np.zeros(servers)
-    own_length = np.zeros(servers, np.int64)
-    pending = np.zeros(servers, np.int64)
-    pool_count = np.zeros(servers, np.int64)
-
-    own_capacity = 16
-    own_arrival = np.empty((servers, own_capacity))
-    own_head = np.zeros(servers, np.int64)
-
-    pool_capacity = 64
-    pool_owner = np.empty(pool_capacity, np.int64)
-    pool_arrival = np.empty(pool_capacity)
-    pool_sent = np.empty(pool_capacity)
-    pool_head = 0
-    pool_length = 0
-    histogram = np.zeros(pool_capacity + 1)
-    histogram_time = warm_up
-
-    jobs_in_system = 0
-    time = 0.0
-    events = 0
-    decisions = 0
-    decisions_outside_grid = 0
-    logged = 0
-    boundary = 0
-    sample = 0
+    own_capacity = own_arrival.shape[1]
+    pool_capacity = pool_owner.shape[0]
+    pool_head = counters[POOL_HEAD]
+    pool_length = counters[POOL_LENGTH]
+    histogram_time = clock[HISTOGRAM_TIME]
+    jobs_in_system = counters[JOBS_IN_SYSTEM]
+    time = clock[TIME]
+    events = counters[EVENTS]
+    decisions = counters[DECISIONS]
+    decisions_outside_grid = counters[DECISIONS_OUTSIDE_GRID]
+    logged = counters[LOGGED]
+    boundary = counters[NEXT_BOUNDARY]
+    sample = counters[NEXT_SAMPLE]
     status = FINISHED
 
     while True:
@@ -385,5 +561,19 @@ def run_market(alias_probability, alias_index, total_rate,
             statistics[server, REQUESTS] += 1.0
         if status != FINISHED:
             break
+        if events >= event_limit:
+            status = EVENT_LIMIT_REACHED
+            break
 
-    return status, events, histogram, decisions, decisions_outside_grid, logged
+    counters[EVENTS] = events
+    counters[DECISIONS] = decisions
+    counters[DECISIONS_OUTSIDE_GRID] = decisions_outside_grid
+    counters[LOGGED] = logged
+    counters[NEXT_BOUNDARY] = boundary
+    counters[NEXT_SAMPLE] = sample
+    counters[POOL_HEAD] = pool_head
+    counters[POOL_LENGTH] = pool_length
+    counters[JOBS_IN_SYSTEM] = jobs_in_system
+    clock[TIME] = time
+    clock[HISTOGRAM_TIME] = histogram_time
+    return status, own_arrival, pool_owner, pool_arrival, pool_sent, histogram

@@ -6,10 +6,15 @@ seeds and stated run lengths. Horizons are in mean capacity inter-arrival times.
 """
 
 import math
+import os
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
 
+from mdp import simulation_kernel
 from mdp.equilibrium import best_response
 from mdp.exact_pool import exact_pool
 from mdp.model import Market
@@ -188,6 +193,68 @@ def test_same_seed_same_result():
     assert other.jobs_in_system.mean != first.jobs_in_system.mean
 
 
+def _assert_same_run(first, second):
+    assert first.events == second.events
+    assert first.as_dict() == second.as_dict()
+    assert np.array_equal(first.pool_length_distribution, second.pool_length_distribution)
+    if first.trace is not None:
+        assert np.array_equal(first.trace.token_balances, second.trace.token_balances)
+        assert np.array_equal(first.trace.pool_length, second.trace.pool_length)
+        assert np.array_equal(first.trace.jobs_in_system, second.trace.jobs_in_system)
+    if first.job_log is not None:
+        for name in ("owner", "arrival_time", "sent_time", "completion_time", "processor"):
+            assert np.array_equal(getattr(first.job_log, name), getattr(second.job_log, name), equal_nan=True), name
+
+
+@pytest.mark.parametrize("chunk_events", [1, 97])
+@pytest.mark.parametrize("case", ["integer tokens", "policy file", "pool growth"])
+def test_chunk_size_does_not_change_result(monkeypatch, case, chunk_events):
+    # The event loop returns to Python every CHUNK_EVENTS events; the random stream must continue unchanged.
+    market = Market(0.8, 5)
+    options = {
+        "integer tokens": dict(arrival_rates=np.full(4, 0.9), policy="crp", endowment=1, horizon=500.0,
+                               warm_up=20.0, trace_interval=0.5, trace_servers=[0, 2], job_log_size=300),
+        "policy file": dict(arrival_rates=np.full(5, 0.8), policy=_complete_pooling_policy(market, 3, 2), endowment=1,
+                            horizon=500.0, warm_up=20.0, job_log_size=300),
+        "pool growth": dict(arrival_rates=np.full(2, 0.97), policy="crp", fluid=True, horizon=3e3,
+                            warm_up=0.0, job_log_size=3000),
+    }[case]
+    monkeypatch.setattr(simulation_kernel, "CHUNK_EVENTS", 10**12)
+    whole = simulate(seed=8, **options)
+    monkeypatch.setattr(simulation_kernel, "CHUNK_EVENTS", chunk_events)
+    chunked = simulate(seed=8, **options)
+    assert whole.events > 1000
+    _assert_same_run(whole, chunked)
+    if case == "pool growth":
+        assert whole.pool_length_distribution.shape[0] > 65
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signal_number, frame):
+    raise _Stop(signal_number)
+
+
+def test_sigint_reaches_installed_handler():
+    # The simulation defers SIGINT while compiled code runs and then calls the handler that was installed.
+    simulate(np.full(10, 0.9), horizon=10.0)
+    previous = signal.signal(signal.SIGINT, _raise_stop)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        timer.start()
+        start = time.monotonic()
+        with pytest.raises(_Stop):
+            simulate(np.full(10, 0.9), horizon=1e9)
+        elapsed = time.monotonic() - start
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+    assert elapsed < 5.0
+    assert signal.getsignal(signal.SIGINT) is previous
+
+
 def test_pool_is_first_come_first_served_after_growth():
     # lambda = 0.97 with two servers drives the pool far past its initial 64 slots.
     result = simulate(np.full(2, 0.97), policy="crp", fluid=True, horizon=2e4, warm_up=0.0, seed=23,
@@ -279,9 +346,21 @@ def test_policy_file_market_must_match():
         simulate(np.full(5, 0.8), np.full(5, 2.0), policy=policy, horizon=10.0)
 
 
+def test_policy_market_mismatch_shows_plain_numbers():
+    policy = _complete_pooling_policy(Market(0.8, 5))
+    with pytest.raises(ValueError) as error:
+        simulate(np.full(5, 0.9), policy=policy, horizon=10.0)
+    assert "computed for arrival rate 0.8, but the simulated market has 0.9;" in str(error.value)
+    with pytest.raises(ValueError) as error:
+        simulate([0.8, 0.8, 0.8, 0.7, 0.8], policy=policy, horizon=10.0)
+    assert "the simulated market has [0.7, 0.8];" in str(error.value)
+    assert "np." not in str(error.value)
+
+
 @pytest.mark.parametrize("options, message", [
     (dict(arrival_rates=[0.8]), "number of servers"),
-    (dict(arrival_rates=[0.8, 1.2]), "arrival_rates\\[1\\]"),
+    (dict(arrival_rates=[0.8, 1.2]), "arrival_rates\\[1\\] must be in \\(0, 1\\), got 1.2$"),
+    (dict(arrival_rates=np.array([0.8, np.nan])), "arrival_rates must be finite, got \\[0.8, nan\\]$"),
     (dict(arrival_rates=[0.8, 0.8], capacity_rates=[1.0, 0.0]), "capacity_rates\\[1\\]"),
     (dict(arrival_rates=[0.8, 0.8], token_probability=1.0), "token_probability"),
     (dict(arrival_rates=[0.8, 0.8], horizon=0.0), "horizon"),

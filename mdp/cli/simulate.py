@@ -1,8 +1,11 @@
 """``pooling-mdp simulate``: simulate the token market and print its long-run averages.
 
 Every argument is checked before the simulation starts. An invalid one raises
-``ValueError`` naming the option, the value and the valid range, and the
-dispatcher prints it as one line before exiting with status 2.
+``ValueError`` naming the argument as :func:`mdp.simulation.simulate` calls it
+(``arrival_rate``, ``horizon``), the value and the valid range, and the
+dispatcher prints it as one line before exiting with status 2. Options that
+exist only on the command line, such as ``--servers-file``, keep their option
+names.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def register(subparsers) -> None:
         "simulate", help="simulate N servers with tokens and a shared pool",
         description="Simulate the token mechanism event by event: N servers, one shared "
                     "first-come-first-served pool and token balances. Prints time averages "
-                    "with 95%% batch-means confidence half-widths.")
+                    "with 95% batch-means confidence half-widths.")
     parser.add_argument("--servers", type=int, metavar="N",
                         help="number of identical servers, at least 2 (or use --servers-file)")
     parser.add_argument("--arrival-rate", type=float, metavar="L",
@@ -70,25 +73,25 @@ def register(subparsers) -> None:
 def run(args) -> int:
     """Check the arguments, simulate, and print the result; return the exit status."""
     arrival_rates, capacity_rates = _market_rates(args)
-    policy = check_choice("--policy", args.policy, POLICY_CHOICES)
+    policy = check_choice("policy", args.policy, POLICY_CHOICES)
     if policy == "file":
         if args.policy_file is None:
-            raise ValueError("--policy file needs --policy-file FILE.npz")
+            raise ValueError("policy 'file' needs --policy-file FILE.npz")
         policy = load_policy(args.policy_file)
     elif args.policy_file is not None:
         raise ValueError(f"--policy-file is used only with --policy file, got --policy {args.policy}")
     options = dict(
         policy=policy,
-        token_probability=_optional_real("--token-probability", args.token_probability,
+        token_probability=_optional_real("token_probability", args.token_probability,
                                          low=0.0, high=1.0, low_open=True, high_open=True),
-        processing_cost=check_real("--processing-cost", args.processing_cost, low=0.0),
-        help_cost=_optional_real("--help-cost", args.help_cost, low=0.0),
-        endowment=check_integer("--endowment", args.endowment, low=0),
+        processing_cost=check_real("processing_cost", args.processing_cost, low=0.0),
+        help_cost=_optional_real("help_cost", args.help_cost, low=0.0),
+        endowment=check_integer("endowment", args.endowment, low=0),
         fluid=args.fluid,
-        horizon=check_real("--horizon", args.horizon, low=0.0, low_open=True),
-        warm_up=check_real("--warm-up", args.warm_up, low=0.0),
-        batches=check_integer("--batches", args.batches, low=2, high=10_000),
-        seed=check_integer("--seed", args.seed, low=0, high=2**32 - 1),
+        horizon=check_real("horizon", args.horizon, low=0.0, low_open=True),
+        warm_up=check_real("warm_up", args.warm_up, low=0.0),
+        batches=check_integer("batches", args.batches, low=2, high=10_000),
+        seed=check_integer("seed", args.seed, low=0, high=2**32 - 1),
     )
 
     start = time.perf_counter()
@@ -101,6 +104,10 @@ def run(args) -> int:
         print()
     else:
         _print_summary(result, seconds)
+    # Flush here so that a reader that closed the pipe early (`| head`) raises
+    # BrokenPipeError inside the dispatcher, which exits quietly with status 1,
+    # and not in the flush at interpreter exit, which would print a warning.
+    sys.stdout.flush()
     return 0
 
 
@@ -113,8 +120,8 @@ def _market_rates(args):
         return read_servers_file(args.servers_file)
     if args.servers is None or args.arrival_rate is None:
         raise ValueError("give --servers N and --arrival-rate L, or --servers-file FILE.csv")
-    market = Market(arrival_rate=_named("--arrival-rate", args.arrival_rate, low=0.0, high=1.0),
-                    servers=check_integer("--servers", args.servers, low=2))
+    # Market checks arrival_rate and servers and names them in its errors.
+    market = Market(arrival_rate=args.arrival_rate, servers=args.servers)
     return np.full(market.servers, market.arrival_rate), np.ones(market.servers)
 
 
@@ -159,10 +166,6 @@ def _parse_rate(path, line, column, text) -> float:
     return check_real(f"--servers-file {path}, line {line}: {column}", value, low=0.0, low_open=True)
 
 
-def _named(name, value, *, low, high):
-    return check_real(name, value, low=low, high=high, low_open=True, high_open=True)
-
-
 def _optional_real(name, value, **bounds):
     return None if value is None else check_real(name, value, **bounds)
 
@@ -175,22 +178,44 @@ def _print_summary(result, seconds: float) -> None:
     print(f"measured {settings.horizon:g} time units after a warm-up of {settings.warm_up:g}, "
           f"{settings.batches} batches, seed {settings.seed}; {result.events} events in {seconds:.2f} s")
     print("estimates are means ± 95% confidence half-widths")
-    for label, estimate in (("jobs in system", result.jobs_in_system), ("pool length", result.pool_length),
-                            ("time in pool", result.pool_time), ("refused requests", result.refusal_fraction)):
-        print(f"  {label:<17} {estimate.mean:.5g} ± {estimate.half_width:.2g}")
+    print("time unit: the mean time between two capacity units of a server with capacity rate 1")
+    for label, estimate in (("jobs in system", result.jobs_in_system),
+                            ("jobs in the pool", result.pool_length),
+                            ("time in pool per pooled job", result.pool_time),
+                            ("fraction of requests refused", result.refusal_fraction)):
+        print(f"  {label:<28} {estimate.mean:.5g} ± {estimate.half_width:.2g}")
     if result.server_one_decisions:
         print(f"  server one was beyond the policy grid at {result.server_one_outside_grid_fraction:.3g} "
               "of its decision points")
 
     per_server = result.servers
-    print(f"{'server':>6} {'cost':>16} {'own hold':>9} {'pool hold':>9} {'requests':>9} {'refusals':>9} "
-          f"{'offers':>8} {'balance':>8}")
+    print(f"{'server':>6} {'cost/time':>16} {'own jobs':>9} {'pool jobs':>9} {'requests/t':>10} "
+          f"{'refusals/t':>10} {'offers/t':>9} {'tokens':>8}")
     shown = min(settings.servers, _PER_SERVER_ROWS)
     for index in range(shown):
         cost = f"{per_server.cost.mean[index]:.4f} ± {per_server.cost.half_width[index]:.1g}"
         print(f"{index + 1:>6} {cost:>16} {per_server.own_holding_cost.mean[index]:>9.4f} "
-              f"{per_server.pool_holding_cost.mean[index]:>9.4f} {per_server.request_rate.mean[index]:>9.4f} "
-              f"{per_server.refusal_rate.mean[index]:>9.4f} {per_server.offer_rate.mean[index]:>8.4f} "
+              f"{per_server.pool_holding_cost.mean[index]:>9.4f} {per_server.request_rate.mean[index]:>10.4f} "
+              f"{per_server.refusal_rate.mean[index]:>10.4f} {per_server.offer_rate.mean[index]:>9.4f} "
               f"{result.final_token_balances[index]:>8d}")
     if shown < settings.servers:
         print(f"(first {shown} of {settings.servers} servers; use --json for all)")
+    for line in _legend(settings, result.server_one_decisions > 0):
+        print(line)
+
+
+def _legend(settings, server_one_follows_file: bool) -> list:
+    """Return the lines that explain the per-server columns and their units."""
+    lines = [
+        "cost/time: holding and processing cost per unit time",
+        "own jobs, pool jobs: mean number of the server's jobs waiting in its own queue, in the pool",
+        "requests/t, offers/t: jobs sent to the pool and capacity units offered as help, per unit time",
+        "refusals/t: requests refused for lack of a token, per unit time; tokens: final token balance",
+    ]
+    if not settings.fluid:
+        lines.append("after a refusal the server sends a job when it next earns a token, and that "
+                     "counts as a request")
+        if server_one_follows_file:
+            lines.append("server 1 decides again after every market event, so one of its jobs can be "
+                         "refused many times")
+    return lines
