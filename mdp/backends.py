@@ -212,6 +212,10 @@ class DaskBackend:
                 f"--scheduler: cannot reach the Dask scheduler at {self.address!r} within "
                 f"{self.connect_timeout:g} s ({type(error).__name__}); start it, check the "
                 "address, or use --scheduler local") from None
+        except ValueError as error:
+            # Dask rejects malformed addresses such as 'host' without a port.
+            raise ValueError(f"--scheduler: invalid Dask scheduler address {self.address!r} ({error}); "
+                             "expected tcp://HOST:PORT or 'local'") from None
         return self
 
     def __exit__(self, *exception):

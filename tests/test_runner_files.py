@@ -218,6 +218,12 @@ def test_cli_unreachable_scheduler_exits_2(tmp_path, monkeypatch, capsys):
     assert time.perf_counter() - start < 20.0
 
 
+def test_malformed_scheduler_address_names_option():
+    with pytest.raises(ValueError, match="--scheduler: invalid Dask scheduler address 'notanaddress'"):
+        with DaskBackend(address="notanaddress", connect_timeout=2.0):
+            pass
+
+
 def test_make_backend_rejects_bad_jobs():
     with pytest.raises(ValueError, match="--jobs"):
         make_backend(jobs=0)
