@@ -27,7 +27,7 @@ import numpy as np
 
 from .chain import market_chain
 from .closed_forms import crp_cost
-from .dual import DualSearch, mix_policies, TOKEN_RATE_SLACK
+from .dual import TOKEN_RATE_SLACK, DualSearch, DualSolution, mix_policies
 from .evaluation import PolicyEvaluation, evaluate_chain
 from .model import Market
 from .policy import Policy, check_truncation
@@ -290,7 +290,7 @@ def true_gap_bracket(market: Market, tolerance: float = 1e-8, **options) -> True
 @dataclass
 class _Attempt:
     truncation: tuple
-    search: object
+    solution: DualSolution
     policy: Policy
     deterministic: tuple
     evaluation: PolicyEvaluation
@@ -320,13 +320,13 @@ def _solve_growing(market, tolerance, max_states, max_value_iterations, start):
         evaluation = attempt.evaluation
         change = math.nan
         if len(attempts) >= 2:
-            previous = attempts[-2].search.upper_bound
-            change = abs(attempt.search.upper_bound - previous) / abs(attempt.search.upper_bound)
+            previous = attempts[-2].solution.upper_bound
+            change = abs(attempt.solution.upper_bound - previous) / abs(attempt.solution.upper_bound)
 
         grow_own = evaluation.own_boundary_mass > 0.5 * tolerance
         grow_pool = evaluation.pool_boundary_mass > 0.5 * tolerance
         settled = not (grow_own or grow_pool) and change <= tolerance
-        if settled or not attempt.search.converged:
+        if settled or not attempt.solution.converged:
             return _result(market, tolerance, attempt, attempts, change, start)
 
         if grow_own or grow_pool:
@@ -344,8 +344,8 @@ def _solve_growing(market, tolerance, max_states, max_value_iterations, start):
                        f"(max_states = {max_states}): boundary mass {evaluation.boundary_mass:.3g}, "
                        f"change from the previous truncation {change:.3g}, tolerance {tolerance:.3g}")
             return _replace(result, converged=False, message=message)
-        values = _embed(attempt.search.values, (next_own, next_pool))
-        price_hint = attempt.search.token_price
+        values = _embed(attempt.solution.values, (next_own, next_pool))
+        price_hint = attempt.solution.token_price
         own_limit, pool_limit = next_own, next_pool
 
 
@@ -354,7 +354,6 @@ def _solve_truncated(market, truncation, tolerance, values, max_value_iterations
     chain = market_chain(market, truncation)
     search = DualSearch(chain, tolerance, crp_cost(market), values, max_value_iterations)
     solution = search.run(price_hint)
-    solution.search = solution  # keeps the attribute names of _Attempt uniform
     low, high = solution.low, solution.high
     metadata = {"source": "solve_best_deviation", "market": market.as_dict(),
                 "token_price": solution.token_price}
@@ -384,7 +383,7 @@ def _solve_truncated(market, truncation, tolerance, values, max_value_iterations
 
 
 def _result(market, tolerance, attempt, attempts, change, start, fixed=False) -> DeviationResult:
-    solution = attempt.search
+    solution = attempt.solution
     evaluation = attempt.evaluation
     crp = crp_cost(market)
     best = evaluation.cost
@@ -415,9 +414,9 @@ def _result(market, tolerance, attempt, attempts, change, start, fixed=False) ->
         mean_pool_length=evaluation.mean_pool_length, boundary_mass=evaluation.boundary_mass,
         lost_rate=evaluation.lost_rate, truncation=attempt.truncation, truncation_change=change,
         stationary_distribution=evaluation.stationary_distribution,
-        value_iterations=sum(a.search.value_iterations for a in attempts),
-        prices_tried=sum(a.search.prices_tried for a in attempts),
-        evaluations=sum(a.search.evaluations for a in attempts),
+        value_iterations=sum(a.solution.value_iterations for a in attempts),
+        prices_tried=sum(a.solution.prices_tried for a in attempts),
+        evaluations=sum(a.solution.evaluations for a in attempts),
         seconds=time.perf_counter() - start, converged=converged, message=message,
     )
 
