@@ -46,6 +46,9 @@ _SMALLEST_SPAN = 1e-15
 _POLICY_ITERATION_ROUNDS = 30
 # Value-iteration sweeps that suggest a starting policy to policy iteration.
 _SUGGESTION_SWEEPS = 200
+# Token prices the cutting-plane search may try; it usually needs fewer than 40,
+# and only an interval stalled by rounding would go on much longer.
+_MAX_PRICES = 400
 
 
 @dataclass
@@ -200,7 +203,7 @@ class DualSearch:
             gap = upper - self.lower_bound
             if gap <= self.tolerance * abs(upper):
                 return self._solution(upper, price, low, high, weight)
-            if self._budget_spent() or span < _SMALLEST_SPAN * self.scale:
+            if self._budget_spent() or span < _SMALLEST_SPAN * self.scale or self.prices_tried >= _MAX_PRICES:
                 return self._solution(upper, price, low, high, weight, converged=False,
                                       message=self._stall_message(upper))
 
@@ -312,8 +315,9 @@ class DualSearch:
 
     def _stall_message(self, upper: float) -> str:
         width = (upper - self.lower_bound) / abs(upper)
-        return (f"dual search stopped after {self.value_iterations} value-iteration sweeps with a relative "
-                f"interval width {width:.3g}, above the tolerance {self.tolerance:.3g}")
+        return (f"dual search stopped after {self.prices_tried} token prices and {self.value_iterations} "
+                f"value-iteration sweeps with a relative interval width {width:.3g}, above the tolerance "
+                f"{self.tolerance:.3g}")
 
     def _failure(self, free: Candidate, message: str) -> DualSolution:
         return self._solution(np.inf, np.inf, None, free, 1.0, converged=False, message=message)

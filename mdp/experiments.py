@@ -69,9 +69,9 @@ _COMMON_KEYS = ("kind", "name", "description", "reproduce")
 _DEVIATION_KEYS = _COMMON_KEYS + ("grid", "tolerance", "bracket", "figures")
 _FIGURES_KEYS = _COMMON_KEYS + ("module", "settings")
 
-# Relative tolerances in (0, 0.1], the range `pooling-mdp solve --tolerance`
+# Relative tolerances in [1e-10, 0.1], the range `pooling-mdp solve --tolerance`
 # accepts, so that a point solved on the command line can also be swept.
-TOLERANCE_RANGE = (0.0, 0.1)
+TOLERANCE_RANGE = (1e-10, 0.1)
 DEFAULT_TOLERANCE = 1e-8
 
 # Upper bound on the points one file may expand to, so that a typo in a range
@@ -225,9 +225,11 @@ def parse_experiment(data: dict, path) -> Experiment:
     context.reject_unknown(data, allowed_keys, "")
 
     name = data.get("name", path.stem)
-    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
-        raise context.error("name", "must be a non-empty string of letters, digits, '_', '-' or '.'",
-                            name)
+    # A name is a folder under the output directory: "." or ".." would be the
+    # output directory itself or its parent, and a leading dot hides the folder.
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name) or name.startswith("."):
+        raise context.error("name", "must be a non-empty string of letters, digits, '_', '-' or '.', "
+                            "not starting with '.'", name)
     common = dict(
         name=name,
         kind=kind,
@@ -271,10 +273,10 @@ def find_experiments(directory) -> list:
 def _parse_deviation(data: dict, context) -> dict:
     tolerance = data.get("tolerance", DEFAULT_TOLERANCE)
     low, high = TOLERANCE_RANGE
-    requirement = f"must be a number in ({low:g}, {high:g}], as for pooling-mdp solve --tolerance"
+    requirement = f"must be a number in [{low:g}, {high:g}], as for pooling-mdp solve --tolerance"
     if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real):
         raise context.error("tolerance", requirement, tolerance)
-    if not (low < tolerance <= high):
+    if not (low <= tolerance <= high):
         raise context.error("tolerance", requirement, tolerance)
 
     bracket = context.boolean(data, "bracket", False)

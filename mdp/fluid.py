@@ -96,7 +96,7 @@ def solve_fluid_best_response(arrival_rate, token_probability, pool_wait, proces
     help_cost : float or None
         c_help >= 0; ``None`` means c.
     tolerance : float, default 1e-8
-        Relative width of the certified interval and largest boundary mass, in (0, 0.1].
+        Relative width of the certified interval and largest boundary mass, in [1e-10, 0.1].
     own_limit : int or None
         Fixed truncation Q of the own queue, or ``None`` to grow it until the
         boundary mass is below the tolerance.
@@ -116,7 +116,7 @@ def solve_fluid_best_response(arrival_rate, token_probability, pool_wait, proces
     pool_wait = check_real("pool_wait", pool_wait, low=0.0)
     processing_cost = check_real("processing_cost", processing_cost, low=0.0)
     help_cost = processing_cost if help_cost is None else check_real("help_cost", help_cost, low=0.0)
-    tolerance = check_real("tolerance", tolerance, low=0.0, high=0.1, low_open=True)
+    tolerance = check_real("tolerance", tolerance, low=1e-10, high=0.1)
     if own_limit is not None:
         own_limit = check_integer("own_limit", own_limit, low=1)
 

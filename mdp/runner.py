@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import importlib
 import json
 import math
@@ -268,7 +269,7 @@ def run_experiment(experiment: Experiment, *, output_root="results", cache: Poin
 
     with _watch_interrupts() as interrupts:
         if experiment.kind == "figures":
-            _run_figures_experiment(experiment, output_dir, summary, stages, fresh=fresh,
+            _run_figures_experiment(experiment, output_dir, summary, stages, cache=cache, fresh=fresh,
                                     interrupts=interrupts, start=start, metadata=metadata)
             return summary
 
@@ -447,7 +448,7 @@ def build_table(points: list, rows: list, errors: list):
     return table[leading + middle + trailing], order
 
 
-def _run_figures_experiment(experiment, output_dir, summary, stages, *, fresh, interrupts, start,
+def _run_figures_experiment(experiment, output_dir, summary, stages, *, cache, fresh, interrupts, start,
                             metadata):
     """Run a figures module into a staging folder and swap it in on success.
 
@@ -460,7 +461,10 @@ def _run_figures_experiment(experiment, output_dir, summary, stages, *, fresh, i
         _keep_previous_outputs(experiment, output_dir, summary, stages, start, metadata)
         return
     key = figures_key(experiment, module)
-    if not fresh and figures_up_to_date(output_dir, key):
+    # The outputs alone are not enough: committed results carry a matching key
+    # on a machine that never drew them, and "reproduce" must draw them there.
+    stamp = _figures_stamp(cache, key)
+    if not fresh and figures_up_to_date(output_dir, key) and (stamp is None or stamp.is_file()):
         summary.up_to_date = True
         summary.seconds = time.perf_counter() - start
         return
@@ -490,6 +494,9 @@ def _run_figures_experiment(experiment, output_dir, summary, stages, *, fresh, i
                        figures={"key": key, "files": files}, **metadata)
         with interrupts.deferred():
             _replace_directory(staging, output_dir)
+            if stamp is not None:
+                stamp.parent.mkdir(parents=True, exist_ok=True)
+                _write_json(stamp, key)
     finally:
         # Only left over when draw_figures or the swap was interrupted.
         _remove_tree(staging)
@@ -543,6 +550,14 @@ def figures_key(experiment: Experiment, module) -> dict:
     # The JSON round trip makes the key compare equal to the one read back
     # from metadata.json (tuples become lists, TOML dates become strings).
     return json.loads(json.dumps(key, default=str))
+
+
+def _figures_stamp(cache, key: dict):
+    """Return the cache file that records a drawing with ``key`` on this machine (None without a cache)."""
+    if cache is None:
+        return None
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
+    return Path(cache.directory) / "figures" / f"{digest}.json"
 
 
 def figures_up_to_date(output_dir: Path, key: dict) -> bool:

@@ -33,6 +33,11 @@ from .model import Market
 from .policy import Policy, check_truncation
 from .validation import check_integer, check_real
 
+# Smallest relative tolerance accepted: double-precision rounding in the exact
+# evaluations stalls the certified interval near 1e-11 relative, so tighter
+# requests would only run until a budget is spent.
+MIN_TOLERANCE = 1e-10
+
 # Changes whenever solver results can change, so that cached results are recomputed.
 SOLVER_REVISION = 3
 
@@ -90,7 +95,9 @@ class DeviationResult:
         (Q1, Q0) of the reported solution.
     truncation_change : float
         Relative change of ``best_cost`` from the next smaller truncation tried;
-        NaN when the truncation was fixed by the caller.
+        NaN when only one truncation was solved.
+    truncation_fixed : bool
+        Whether the caller fixed the truncation (then it is not checked).
     stationary_distribution : ndarray
         Fraction of time in each (q1, q0) state under the returned policy.
     value_iterations, prices_tried, evaluations : int
@@ -127,6 +134,7 @@ class DeviationResult:
     lost_rate: float
     truncation: tuple
     truncation_change: float
+    truncation_fixed: bool
     stationary_distribution: np.ndarray = field(repr=False)
     value_iterations: int
     prices_tried: int
@@ -156,7 +164,8 @@ class DeviationResult:
             offer_rate=self.offer_rate, token_rate=self.token_rate, mean_own_queue=self.mean_own_queue,
             mean_pool_length=self.mean_pool_length, boundary_mass=self.boundary_mass,
             lost_rate=self.lost_rate, own_limit=self.truncation[0], pool_limit=self.truncation[1],
-            truncation_change=self.truncation_change, value_iterations=self.value_iterations,
+            truncation_change=self.truncation_change, truncation_fixed=self.truncation_fixed,
+            value_iterations=self.value_iterations,
             prices_tried=self.prices_tried, evaluations=self.evaluations, seconds=self.seconds,
             converged=self.converged, message=self.message,
         )
@@ -214,7 +223,7 @@ def solve_best_deviation(market: Market, tolerance: float = 1e-8, truncation=Non
     market : Market
         The market.
     tolerance : float, default 1e-8
-        Relative tolerance in (0, 0.1]. It bounds the certified interval's width
+        Relative tolerance in [1e-10, 0.1]. It bounds the certified interval's width
         (upper - lower) / upper, the change of the cost under a larger
         truncation and the boundary mass.
     truncation : pair of int or None
@@ -238,14 +247,14 @@ def solve_best_deviation(market: Market, tolerance: float = 1e-8, truncation=Non
     """
     if not isinstance(market, Market):
         raise ValueError(f"market must be a Market, got {type(market).__name__}")
-    tolerance = check_real("tolerance", tolerance, low=0.0, high=0.1, low_open=True)
+    tolerance = check_real("tolerance", tolerance, low=MIN_TOLERANCE, high=0.1)
     if truncation is not None:
         truncation = check_truncation(truncation)
     max_states = check_integer("max_states", max_states, low=4)
     if truncation is not None and (truncation[0] + 1) * (truncation[1] + 1) > max_states:
         states = (truncation[0] + 1) * (truncation[1] + 1)
         raise ValueError(f"truncation {truncation} has {states} states, more than max_states = {max_states}; "
-                         "choose a smaller truncation or raise max_states")
+                         "choose a smaller truncation (or raise max_states in the Python API)")
     max_value_iterations = check_integer("max_value_iterations", max_value_iterations, low=1)
 
     start = time.perf_counter()
@@ -413,6 +422,7 @@ def _result(market, tolerance, attempt, attempts, change, start, fixed=False) ->
         token_rate=evaluation.token_rate, mean_own_queue=evaluation.mean_own_queue,
         mean_pool_length=evaluation.mean_pool_length, boundary_mass=evaluation.boundary_mass,
         lost_rate=evaluation.lost_rate, truncation=attempt.truncation, truncation_change=change,
+        truncation_fixed=fixed,
         stationary_distribution=evaluation.stationary_distribution,
         value_iterations=sum(a.solution.value_iterations for a in attempts),
         prices_tried=sum(a.solution.prices_tried for a in attempts),

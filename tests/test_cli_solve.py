@@ -39,7 +39,7 @@ def test_solve_table_with_bracket_and_files(tmp_path, capsys):
     (["--arrival-rate", "1.5", "--servers", "3"], "arrival_rate must be in (0, 1), got 1.5"),
     (["--arrival-rate", "abc", "--servers", "3"], "arrival_rate must be a number, got 'abc'"),
     (["--arrival-rate", "0.5", "--servers", "1"], "servers must be an integer in [2, infinity], got 1"),
-    (["--arrival-rate", "0.5", "--servers", "3", "--tolerance", "-1"], "tolerance must be in (0, 0.1]"),
+    (["--arrival-rate", "0.5", "--servers", "3", "--tolerance", "-1"], "tolerance must be in [1e-10, 0.1]"),
     (["--arrival-rate", "0.5", "--servers", "3", "--wait-model", "x"], "wait_model must be one of"),
     (["--arrival-rate", "0.5", "--servers", "3", "--truncation", "4", "0"], "truncation Q0"),
     (["--arrival-rate", "0.5", "--servers", "3", "--help-cost", "nan"], "help_cost must be finite"),
@@ -100,3 +100,12 @@ def test_output_to_closed_pipe_is_quiet():
                                timeout=300)
     assert "Traceback" not in completed.stderr
     assert completed.stdout.startswith("Market:")
+
+
+def test_json_has_no_nan(capsys):
+    code = main(["solve", "--arrival-rate", "0.8", "--servers", "4", "--truncation", "4", "30", "--json"])
+    output = capsys.readouterr().out
+    assert code == 0
+    payload = json.loads(output, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    assert payload["truncation_change"] is None
+    assert payload["truncation_fixed"] is True

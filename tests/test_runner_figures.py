@@ -314,3 +314,24 @@ def test_metadata_path_of_absolute_experiment_file(checkout, fake_module, monkey
     run_experiment(experiment, output_root=checkout / "out")
     assert read_metadata(checkout / "out" / "figs")["experiment_file"] == "figs.toml"
 
+
+
+def test_empty_cache_redraws_committed_outputs(tmp_path, fake_module):
+    # Results copied from elsewhere (a fresh clone) carry a matching key, but
+    # this machine's cache never saw them drawn, so they are drawn again.
+    from mdp.cache import PointCache, solver_version
+
+    experiment = experiment_file(tmp_path, fake_module())
+    root = tmp_path / "results"
+    first_cache = PointCache(tmp_path / "cache-a", solver_version())
+    run_experiment(experiment, output_root=root, cache=first_cache)
+    assert calls(tmp_path) == 1
+
+    again = run_experiment(experiment, output_root=root, cache=first_cache)
+    assert again.up_to_date
+    assert calls(tmp_path) == 1
+
+    fresh_machine = PointCache(tmp_path / "cache-b", solver_version())
+    redrawn = run_experiment(experiment, output_root=root, cache=fresh_machine)
+    assert not redrawn.up_to_date
+    assert calls(tmp_path) == 2

@@ -186,7 +186,8 @@ def test_market_rejects_bad_input(arguments, message):
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(tolerance=0.0), "tolerance must be in \\(0, 0.1\\]"),
+    (dict(tolerance=0.0), "tolerance must be in \\[1e-10, 0.1\\]"),
+    (dict(tolerance=1e-13), "tolerance must be in \\[1e-10, 0.1\\]"),
     (dict(tolerance=float("nan")), "tolerance must be finite"),
     (dict(truncation=(3,)), "truncation must be a pair"),
     (dict(truncation=(0, 5)), "truncation Q1 must be an integer in \\[1, infinity\\]"),

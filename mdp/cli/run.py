@@ -50,7 +50,8 @@ def _add_common_options(parser) -> None:
     parser.add_argument("--cache", metavar="DIR", default=None,
                         help="cache directory of solved points (default: the per-user cache)")
     parser.add_argument("--fresh", action="store_true",
-                        help="solve every point again instead of reading the cache, and replace the cached results")
+                        help="solve every point and draw every figure again instead of reusing the cache, "
+                             "and replace the cached results")
 
 
 def _positive_integer(text: str) -> int:

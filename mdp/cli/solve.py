@@ -36,14 +36,14 @@ def register(subparsers) -> None:
                              "'others' (rate N-1)")
     parser.add_argument("--tolerance", default="1e-8", metavar="T",
                         help="relative tolerance for the interval, truncation change and boundary mass, "
-                             "in (0, 0.1] (default 1e-8)")
+                             "in [1e-10, 0.1] (default 1e-8)")
     parser.add_argument("--truncation", nargs=2, metavar=("Q1", "Q0"),
                         help="solve exactly this truncation instead of sizing it automatically")
     parser.add_argument("--bracket", action="store_true",
                         help="also solve the 'others' wait model and print the true-gap interval")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--save-policy", metavar="FILE.npz", help="write the optimal policy to this file")
-    parser.add_argument("--policy-plot", metavar="FILE.png",
+    parser.add_argument("--policy-plot", metavar="FILE.png|.pdf|.svg",
                         help="draw the optimal policy and its stationary distribution")
     parser.set_defaults(handler=run)
 
@@ -68,7 +68,7 @@ def run(args) -> int:
     from ..policy import check_truncation
     from ..solver import solve_best_deviation, true_gap_bracket
     from ..validation import check_real
-    check_real("tolerance", tolerance, low=0.0, high=0.1, low_open=True)
+    check_real("tolerance", tolerance, low=1e-10, high=0.1)
     if truncation is not None:
         truncation = check_truncation(truncation)
     check_output_path("save_policy", args.save_policy, (".npz",))
@@ -97,7 +97,7 @@ def run(args) -> int:
         payload["equilibrium_setting"] = market.is_equilibrium_setting
         if bracket is not None:
             payload.update(bracket.as_dict())
-        print(json.dumps(payload, indent=2, default=_json_default))
+        print(json.dumps(_finite_or_none(payload), indent=2, default=_json_default, allow_nan=False))
     else:
         print(format_result(result, bracket))
     solved = [result] if bracket is None else [bracket.all_servers, bracket.others_only]
@@ -111,6 +111,17 @@ def parse_number(name: str, text):
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {text!r}") from None
     return int(value) if value.is_integer() and name in ("servers", "truncation Q1", "truncation Q0") else value
+
+
+def _truncation_check(result) -> str:
+    if result.truncation_fixed:
+        note = "fixed by --truncation, not compared with a larger one"
+        if result.boundary_mass > result.tolerance:
+            note += "; the boundary mass exceeds the tolerance, so the cost is that of the truncated model only"
+        return note
+    if math.isnan(result.truncation_change):
+        return "not compared with a larger truncation (the solve stopped first)"
+    return f"change from smaller truncation {result.truncation_change:.2g}"
 
 
 def check_output_path(name: str, path, suffixes) -> None:
@@ -130,6 +141,12 @@ def check_output_path(name: str, path, suffixes) -> None:
 
 def _bad_wait_model(value):
     raise ValueError(f"wait_model must be one of {', '.join(map(repr, WAIT_MODELS))}, got {value!r}")
+
+
+def _finite_or_none(payload: dict) -> dict:
+    """Replace NaN and infinities, which JSON cannot represent, by None (JSON null)."""
+    return {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+            for key, value in payload.items()}
 
 
 def _json_default(value):
@@ -170,9 +187,7 @@ def format_result(result, bracket=None) -> str:
         ("token rate", f"{result.token_rate:.3g}  (requests - phi * offers)"),
         ("mean own queue / pool", f"{result.mean_own_queue:.6f} / {result.mean_pool_length:.6f}"),
         ("truncation (Q1, Q0)", f"{result.truncation}, boundary mass {result.boundary_mass:.2g}, "
-                                + ("fixed by --truncation (not compared with a larger one)"
-                                   if math.isnan(result.truncation_change)
-                                   else f"change from smaller truncation {result.truncation_change:.2g}")),
+                                + _truncation_check(result)),
         ("lost arrivals", f"{result.lost_rate:.2g} per unit time"),
         ("work", f"{result.value_iterations} value-iteration sweeps, {result.prices_tried} token prices, "
                  f"{result.evaluations} exact policy evaluations, {result.seconds:.2f} s"),
