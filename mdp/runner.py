@@ -866,31 +866,52 @@ def machine_description() -> dict:
     }
 
 
-def write_constraints(path, exclude: str = "pooling-mdp") -> list:
-    """Write a pip constraints file pinning every distribution installed in this environment.
+def write_constraints(path, project: str = "pooling-mdp") -> list:
+    """Write a pip constraints file pinning the installed versions of the project's dependencies.
 
-    Everything installed is pinned, as ``pip freeze`` would, because the
-    installed metadata of an editable install can lag behind the project's
-    declared dependencies. Constraints only apply to what pip installs, so
-    extra pins (test tools) do no harm. The project itself (``exclude``) is
-    not pinned. Returns the pinned lines.
+    The pins cover every distribution that ``project`` requires, directly or
+    through other requirements, without optional extras, so the file does not
+    depend on whether test tools happen to be installed. Requirements that
+    are not installed (other platforms) are skipped, and so is the project
+    itself. Returns the pinned lines.
     """
     from importlib import metadata as distributions
 
+    def normalise(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
     pins = {}
-    for distribution in distributions.distributions():
-        name = distribution.metadata["Name"]
-        if not name:
+    pending = [(project, frozenset())]
+    seen = set()
+    while pending:
+        name, extras = pending.pop()
+        name = normalise(name)
+        if (name, extras) in seen:
             continue
-        normalised = re.sub(r"[-_.]+", "-", name).lower()
-        if normalised != exclude:
-            pins[normalised] = distribution.version
+        seen.add((name, extras))
+        try:
+            distribution = distributions.distribution(name)
+        except distributions.PackageNotFoundError:
+            continue
+        if name != normalise(project):
+            pins[name] = distribution.version
+        for requirement in distribution.requires or []:
+            # Follow a requirement that belongs to an extra only when that extra
+            # was requested, as in "dask[distributed]".
+            wanted = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", requirement)
+            if wanted and wanted.group(1) not in extras:
+                continue
+            head = requirement.split(";", 1)[0].strip()
+            requested = re.search(r"\[([^\]]*)\]", head)
+            requested_extras = frozenset(
+                item.strip() for item in requested.group(1).split(",")) if requested else frozenset()
+            pending.append((re.split(r"[\s<>=!~\[(]", head, maxsplit=1)[0], requested_extras))
 
     lines = [f"{name}=={version}" for name, version in sorted(pins.items())]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = ("# Versions of the libraries installed when these results were produced.\n"
-              "# Install with: pip install -e . -c results/constraints.txt\n")
+    header = ("# Versions of the project's dependencies installed when these results were produced.\n"
+              "# Install with: pip install . -c results/constraints.txt\n")
     _write_text(path, header + "\n".join(lines) + "\n")
     return lines
 

@@ -39,7 +39,7 @@ from .validation import check_integer, check_real
 MIN_TOLERANCE = 1e-10
 
 # Changes whenever solver results can change, so that cached results are recomputed.
-SOLVER_REVISION = 3
+SOLVER_REVISION = 4
 
 DEFAULT_MAX_STATES = 400_000
 

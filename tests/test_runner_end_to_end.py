@@ -393,6 +393,9 @@ def test_reproduce_runs_marked_files(tmp_path, monkeypatch, capsys):
     constraints = (results / "constraints.txt").read_text()
     assert "numpy==" in constraints
     assert "distributed==" in constraints
+    assert "threadpoolctl==" in constraints
+    # Test tools belong to an optional extra, so they are not pinned.
+    assert "pytest==" not in constraints
     timings = pd.read_json(results / "reproduce.json", typ="series")
     assert set(timings["experiments"]) == {"tiny", "absent"}
 
