@@ -237,52 +237,14 @@ def draw_deviation_policy(table: pd.DataFrame, output_dir, arrays=None) -> list:
 
 
 def _draw_policy(policy, stored: dict, row, output_dir: Path, stem: str) -> list:
-    stationary = stored.get("stationary_distribution")
-    transfer_count = stored.get("transfer_count", policy.transfer_count())
-    action = policy.capacity_action()
-
-    # Show only the part of the grid that the chain visits with visible probability.
-    own_limit, pool_limit = policy.truncation
-    if stationary is not None:
-        own_marginal = stationary.sum(axis=1)
-        pool_marginal = stationary.sum(axis=0)
-        own_limit = int(max(np.nonzero(own_marginal > 1e-6)[0].max(initial=0) + 2, 4))
-        pool_limit = int(max(np.nonzero(pool_marginal > 1e-6)[0].max(initial=0) + 2, 4))
-        own_limit = min(own_limit, policy.truncation[0])
-        pool_limit = min(pool_limit, policy.truncation[1])
-    view = (slice(0, own_limit + 1), slice(0, pool_limit + 1))
-    extent = (-0.5, pool_limit + 0.5, -0.5, own_limit + 0.5)
-
-    panels = 3 if stationary is not None else 2
-    figure, axes = plt.subplots(1, panels, figsize=(5.0 * panels, 4.6))
-    image = axes[0].imshow(transfer_count[view], origin="lower", extent=extent, aspect="auto",
-                           cmap="viridis")
-    figure.colorbar(image, ax=axes[0], label="expected jobs sent to the pool")
-    axes[0].set_title("requests for help")
-
-    colours = matplotlib.colors.ListedColormap(["tab:blue", "tab:orange", "lightgrey"])
-    axes[1].imshow(action[view], origin="lower", extent=extent, aspect="auto", cmap=colours,
-                   vmin=-0.5, vmax=2.5)
-    handles = [matplotlib.patches.Patch(color=colours(item), label=name)
-               for item, name in enumerate(("process own job", "offer help", "idle"))]
-    axes[1].legend(handles=handles, fontsize=7, loc="upper right")
-    axes[1].set_title("use of own capacity unit (most likely action)")
-
-    if stationary is not None:
-        mass = np.where(stationary[view] > 0, stationary[view], np.nan)
-        image = axes[2].imshow(mass, origin="lower", extent=extent, aspect="auto", cmap="magma",
-                               norm=matplotlib.colors.LogNorm(vmin=max(np.nanmin(mass), 1e-10),
-                                                              vmax=np.nanmax(mass)))
-        figure.colorbar(image, ax=axes[2], label="stationary probability")
-        axes[2].set_title("stationary distribution")
-    for panel in axes:
-        panel.set_xlabel("pool length q0")
-        panel.set_ylabel("own queue q1")
+    from .plots import policy_figure
 
     market = policy.market
-    figure.suptitle(f"Best deviation of server one, λ = {market.arrival_rate:g}, N = {market.servers}, "
-                    f"c = {market.processing_cost:g}: cost {row['best_cost']:.6f} "
-                    f"vs complete pooling {row['crp_cost']:.6f}")
+    title = (f"Best deviation of server one, λ = {market.arrival_rate:g}, N = {market.servers}, "
+             f"c = {market.processing_cost:g}: cost {row['best_cost']:.6f} "
+             f"vs complete pooling {row['crp_cost']:.6f}")
+    figure, (own_limit, pool_limit) = policy_figure(policy, stored.get("stationary_distribution"), title,
+                                                    stored.get("transfer_count"))
     note = (f"Grid cut at q1 <= {own_limit}, q0 <= {pool_limit} of the truncation "
             f"{policy.truncation}. " + PROVENANCE_NOTE)
     return _save(figure, output_dir, stem, note)

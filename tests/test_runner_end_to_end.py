@@ -1,6 +1,5 @@
 """The experiment runner end to end, on tiny grids with the real solver."""
 
-import os
 import signal
 import subprocess
 import sys
