@@ -299,7 +299,8 @@ class DualSearch:
         if not np.all(np.isfinite(solution)):
             return None
         residual = np.max(np.abs(system @ solution - right))
-        if residual > 1e-9 * max(1.0, np.max(np.abs(right))):
+        scale = abs(system).sum(axis=1).max() * max(1.0, np.max(np.abs(solution)))
+        if residual > 1e-10 * scale:
             return None
         return solution[:-1].reshape(chain.shape)
 

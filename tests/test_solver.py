@@ -288,3 +288,25 @@ def test_load_policy_rejects_single_arrays(tmp_path):
     np.save(single, np.zeros(3))
     with pytest.raises(ValueError, match="single array"):
         load_policy(single)
+
+
+def test_stationary_law_with_tiny_pinned_state():
+    # A birth-death chain that drifts up: the first state, which the solver
+    # pins, has a share of about 1e-15, so its solution spans fifteen decades.
+    import scipy.sparse as sparse
+
+    from mdp.evaluation import _stationary
+
+    size, up, down = 16, 0.9, 0.1
+    matrix = sparse.lil_matrix((size, size))
+    for state in range(size):
+        if state + 1 < size:
+            matrix[state, state + 1] = up
+        if state > 0:
+            matrix[state, state - 1] = down
+        matrix[state, state] = 1.0 - matrix[state].sum()
+    law = _stationary(matrix.tocsr())
+    expected = (up / down) ** np.arange(size)
+    expected /= expected.sum()
+    # Long-run averages need absolute accuracy: the largest share is 0.89.
+    assert np.allclose(law, expected, rtol=1e-9, atol=1e-15)
