@@ -2,8 +2,8 @@
 
 Numba's ``cache=True`` raises at decoration time when it finds no writable
 place for the cache (an install in a read-only directory with no
-``NUMBA_CACHE_DIR`` and no writable user cache). :func:`jit` asks for caching
-and, if Numba refuses, compiles the function without caching instead.
+``NUMBA_CACHE_DIR`` and no writable user cache). :func:`jit` requests caching
+and, if Numba raises, compiles the function without caching instead.
 """
 
 from __future__ import annotations

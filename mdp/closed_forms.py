@@ -14,8 +14,9 @@ from .model import Market
 def no_pooling_cost(market: Market) -> float:
     """Return a server's long-run cost per unit time without pooling.
 
-    Each server processes its own lambda jobs per unit time at cost c and holds
-    lambda / (1 - lambda) jobs on average: ``c * lambda + lambda / (1 - lambda)``.
+    Each server processes its own lambda jobs per unit time at cost c, and its
+    queue contains lambda / (1 - lambda) jobs on average:
+    ``c * lambda + lambda / (1 - lambda)``.
     """
     rate = market.arrival_rate
     return market.processing_cost * rate + rate / (1.0 - rate)
@@ -26,8 +27,8 @@ def crp_cost(market: Market) -> float:
 
     A job that joins the pool behind x jobs is charged (x + 1) / R. Under CRP the
     pool seen by an arrival is geometric with ratio lambda, so the mean charge is
-    1 / (R (1 - lambda)); each server sends lambda jobs and processes lambda pool
-    jobs per unit time: ``c_help * lambda + lambda / (R (1 - lambda))``. With
+    1 / (R (1 - lambda)). Each server sends lambda jobs and processes lambda pool
+    jobs per unit time, so the cost is ``c_help * lambda + lambda / (R (1 - lambda))``. With
     R = N this is the exact cost; with R = N - 1 it is the pessimistic charge.
     """
     rate = market.arrival_rate

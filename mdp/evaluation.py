@@ -89,9 +89,9 @@ def evaluate_policy(market: Market, policy: Policy) -> PolicyEvaluation:
     Parameters
     ----------
     market : Market
-        The market, whose wait model sets the charge of a sent job; it may differ
-        from ``policy.market`` only in ``wait_model``, so one policy can be priced
-        under both pool-wait models.
+        The market, whose wait model sets the charge of a sent job. It may differ
+        from ``policy.market`` only in ``wait_model``, so that one policy can be
+        priced under both pool-wait models.
     policy : Policy
         The policy; its truncation fixes the chain.
 
@@ -266,8 +266,8 @@ def _solve_sparse(system, right) -> np.ndarray:
 
     With event probabilities of very different sizes (N in the tens of
     thousands), SuperLU's default ordering can produce an exactly zero pivot
-    in a nonsingular balance system; a symmetric minimum-degree ordering
-    avoids it.
+    in a nonsingular balance system. A symmetric minimum-degree ordering
+    avoided it in the cases seen.
     """
     for ordering in ("COLAMD", "MMD_AT_PLUS_A"):
         try:

@@ -3,9 +3,9 @@
 A market has ``servers`` (N) identical servers. Jobs arrive at each server as a
 Poisson process of rate ``arrival_rate`` (lambda < 1), capacity units as a
 Poisson process of rate 1, so time is measured in mean capacity inter-arrival
-times. A waiting job costs its owner 1 per unit of time; processing one of its
-own jobs costs a server ``processing_cost`` (c), processing a job from the shared
-pool costs ``help_cost`` (c_help). Every request for help costs one token and
+times. A waiting job costs its owner 1 per unit of time. Processing one of its
+own jobs costs a server ``processing_cost`` (c), and processing a job from the
+shared pool costs ``help_cost`` (c_help). Every request for help costs one token and
 every offer of help earns one token with probability ``token_probability``
 (phi), whether or not the pool held a job.
 
