@@ -9,10 +9,11 @@ measures, so there is no duality gap).
 
 The search keeps two exactly evaluated greedy policies: ``low`` with a
 positive token rate and ``high`` with a token rate <= 0. Their lines cross at
-eta_x; mixing the two policies so that the token rate is zero gives a feasible
-policy whose cost is the common value of the lines there, an achievable upper
-bound. Relative value iteration at each price brackets L(eta) from below
-(g >= Lambda * min(T h - h)), a certified lower bound on the constrained
+eta_x. Mixing the two policies so that the token rate is zero gives a feasible
+policy whose cost is the common value of the lines there, which is an
+achievable upper bound. At each price, value iteration suggests a policy and
+policy iteration improves it; both bound L(eta) from below through
+g >= Lambda * min(T h - h), a certified lower bound on the constrained
 optimum. The next price is eta_x (Kelley's cutting-plane method in one
 dimension), which ends after finitely many prices because L has finitely many
 pieces. Values are warm-started from price to price.
@@ -273,9 +274,7 @@ class DualSearch:
         chain = self.chain
         send = self.send.copy()
         capacity = self.capacity.copy()
-        capacity_probabilities = np.zeros(chain.shape + (3,))
-        np.put_along_axis(capacity_probabilities, capacity[..., None], 1.0, axis=2)
-        evaluation = evaluate_chain(chain, send.astype(np.float64), capacity_probabilities)
+        evaluation = evaluate_chain(chain, send.astype(np.float64), kernels.capacity_one_hot(capacity))
         self.evaluations += 1
         return Candidate(price, send, capacity, evaluation)
 
@@ -371,11 +370,7 @@ def mix_policies(low: PolicyEvaluation, low_policy: tuple, high: PolicyEvaluatio
         ``(transfer_probability, capacity_probabilities)``. In a state that
         neither policy visits, the decisions of ``low`` are kept.
     """
-    def one_hot(capacity):
-        probabilities = np.zeros(capacity.shape + (3,))
-        np.put_along_axis(probabilities, capacity[..., None], 1.0, axis=2)
-        return probabilities
-
+    one_hot = kernels.capacity_one_hot
     low_send, low_capacity = low_policy
     high_send, high_capacity = high_policy
 

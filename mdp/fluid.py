@@ -25,6 +25,7 @@ import numpy as np
 from .chain import fluid_chain
 from .dual import DualSearch, mix_policies
 from .evaluation import evaluate_chain
+from .kernels import capacity_one_hot
 from .validation import check_integer, check_real
 
 
@@ -150,11 +151,7 @@ def solve_fluid_best_response(arrival_rate, token_probability, pool_wait, proces
 
 def _returned_policy(chain, solution):
     """Return the arrays and evaluation of the feasible policy the dual search found."""
-    def one_hot(capacity):
-        probabilities = np.zeros(capacity.shape + (3,))
-        np.put_along_axis(probabilities, capacity[..., None], 1.0, axis=2)
-        return probabilities
-
+    one_hot = capacity_one_hot
     high = solution.high
     if solution.low is None or solution.mixing_weight >= 1.0:
         return high.send.astype(np.float64), one_hot(high.capacity), high.evaluation

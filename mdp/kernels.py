@@ -32,6 +32,14 @@ from ._numba import jit
 OWN, HELP, IDLE = 0, 1, 2
 
 
+def capacity_one_hot(actions: np.ndarray) -> np.ndarray:
+    """Turn capacity action codes (OWN, HELP, IDLE) into probabilities on a new last axis."""
+    actions = np.asarray(actions, dtype=np.int64)
+    probabilities = np.zeros(actions.shape + (3,))
+    np.put_along_axis(probabilities, actions[..., None], 1.0, axis=-1)
+    return probabilities
+
+
 @jit
 def bellman_sweep(h, out, send, capacity, own_arrival, others_arrival, others_capacity,
                   event_rate, processing_cost, token_probability, token_price,

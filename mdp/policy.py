@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .kernels import capacity_one_hot
 from .model import Market
 from .validation import check_integer
 
@@ -120,9 +121,7 @@ class Policy:
                       metadata: dict | None = None) -> "Policy":
         """Build a deterministic policy from a 0/1 send array and capacity action codes (0, 1, 2)."""
         send = np.asarray(send, dtype=np.float64)
-        capacity_action = np.asarray(capacity_action, dtype=np.int64)
-        capacity = np.zeros(capacity_action.shape + (3,))
-        np.put_along_axis(capacity, capacity_action[..., None], 1.0, axis=2)
+        capacity = capacity_one_hot(capacity_action)
         return cls(market, tuple(int(n) - 1 for n in send.shape), send, capacity, metadata or {})
 
 
@@ -219,7 +218,7 @@ def load_policy(path) -> Policy:
     Raises
     ------
     ValueError
-        If the file is missing, is not a policy file, or holds invalid arrays.
+        If the file is missing, is not a policy file, or contains invalid arrays.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
